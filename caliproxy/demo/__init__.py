@@ -1,0 +1,1 @@
+"""A self-contained demo and test upstream: Dovecot on loopback, seeded with sample mail."""

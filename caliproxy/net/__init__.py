@@ -1,0 +1,1 @@
+"""The IO shell: Twisted protocols, TLS and listeners that feed the sans-IO engines."""

@@ -1,0 +1,1 @@
+"""Observers of typed engine events: metrics and the audit log."""

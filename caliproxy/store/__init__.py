@@ -1,0 +1,1 @@
+"""Classification cache (features per upstream message), SQLite by default."""
