@@ -1,0 +1,6 @@
+"""Shared pytest configuration: fixture factories live in tests/fixtures/ and are loaded here."""
+
+pytest_plugins = [
+    "tests.fixtures.upstreams",
+    "tests.fixtures.proxy",
+]
