@@ -1,0 +1,7 @@
+"""``python -m caliproxy`` is the ``caliproxy`` command."""
+
+import sys
+
+from caliproxy.cli import main
+
+sys.exit(main())

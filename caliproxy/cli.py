@@ -1,0 +1,129 @@
+"""Command line: ``caliproxy run``, ``check-config``, ``demo`` and ``--version``.
+
+Installs Twisted's asyncio reactor before anything imports the global reactor, so Twisted and
+aiosmtpd share one event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from caliproxy import __version__
+from caliproxy.errors import CaliproxyError, ConfigError
+
+
+def install_reactor() -> object:
+    """Install the asyncio reactor once and return it."""
+    import asyncio
+
+    from twisted.internet import asyncioreactor
+
+    if "twisted.internet.reactor" not in sys.modules:
+        asyncioreactor.install(asyncio.new_event_loop())
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from caliproxy.config import load_config
+    from caliproxy.net import tls
+
+    try:
+        config = load_config(args.file)
+        if config.tls is not None:
+            tls.server_options(config.tls.certificate, config.tls.key)
+        if config.upstream_imap.ca_file is not None:
+            tls.client_options(config.upstream_imap.verify_name, config.upstream_imap.ca_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    names = ", ".join(f"{l.name} ({l.protocol} {l.address}:{l.port} tls={l.tls})" for l in config.listeners)
+    print(f"{args.file}: OK; listeners: {names}; upstream "
+          f"{config.upstream_imap.host}:{config.upstream_imap.port} tls={config.upstream_imap.tls}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from caliproxy.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    _setup_logging(config.logging.level)
+    reactor = install_reactor()
+    from caliproxy.service import make_service
+
+    try:
+        proxy = make_service(config, reactor)
+        proxy.startService()
+    except (CaliproxyError, OSError) as exc:
+        print(f"caliproxy: cannot start: {exc}", file=sys.stderr)
+        return 1
+    for name, port in proxy.ports.items():
+        host = port.getHost()
+        logging.getLogger("caliproxy").info("listener %s on %s:%d", name, host.host, host.port)
+
+    def stop(*_: object) -> None:
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    reactor.addSystemEventTrigger("before", "shutdown", proxy.stopService)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from caliproxy.demo.run import run_demo
+
+    return run_demo(Path(args.dir), imap_port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caliproxy",
+        description="Privacy mail proxy between mail clients and their IMAP server.",
+    )
+    parser.add_argument("--version", action="version", version=f"caliproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the proxy with a configuration file")
+    run.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML configuration")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a configuration file and its certificates")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=_cmd_check_config)
+
+    demo = sub.add_parser(
+        "demo", help="start a local demo upstream (Dovecot) seeded with sample mail and the proxy in front"
+    )
+    demo.add_argument("--dir", default="/tmp/caliproxy-demo", help="working directory (default: %(default)s)")
+    demo.add_argument("--port", type=int, default=9993, help="proxy IMAPS port (STARTTLS port is +1)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

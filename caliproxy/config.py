@@ -1,0 +1,307 @@
+"""The YAML configuration: read strictly, validated completely, turned into frozen dataclasses.
+
+Owns the schema of every section and the error messages users see. Unknown keys, wrong types and
+missing required keys are errors naming the file, the line and the dotted path
+(``listeners[1].port``); all errors found are reported together, not just the first.
+Imports PyYAML; nothing in the protocol rings imports this module's YAML side.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from caliproxy.errors import ConfigError
+
+TLS_MODES = ("implicit", "starttls", "none")
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One client-facing socket."""
+
+    name: str
+    protocol: str  # "imap"
+    address: str
+    port: int
+    tls: str  # implicit | starttls | none
+    allow_plaintext_login: bool
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """The real server behind the proxy."""
+
+    host: str
+    port: int
+    tls: str  # implicit | starttls | none
+    ca_file: Path | None  # None: the system's trust store
+    server_name: str | None  # the name to verify in its certificate (default: host)
+    connect_timeout: float
+
+    @property
+    def verify_name(self) -> str:
+        return self.server_name or self.host
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Our own certificate chain and key, shown to clients."""
+
+    certificate: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_line_length: int = 65536
+    max_response_line_length: int = 16 * 1024 * 1024
+    max_literal_size: int = 64 * 1024 * 1024
+    preauth_timeout: float = 60.0
+    idle_timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    listeners: tuple[ListenerConfig, ...]
+    upstream_imap: UpstreamConfig
+    tls: TLSConfig | None
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: str = "<config>"
+
+
+# -- reading YAML with line numbers ---------------------------------------------------------------
+
+
+class _Reader:
+    """Walks YAML nodes, remembering each value's line, collecting every error it finds."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[str] = []
+
+    def error(self, node: yaml.Node | None, path: str, message: str) -> None:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        self.errors.append(f"{self.source}{line}: {path}: {message}")
+
+    def mapping(self, node: yaml.Node | None, path: str, allowed: set[str],
+                required: set[str] = frozenset()) -> dict[str, yaml.Node]:  # type: ignore[assignment]
+        if node is None:
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, path, "must be a mapping")
+            return {}
+        result: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            sub = f"{path}.{key}" if path else str(key)
+            if not isinstance(key, str) or key not in allowed:
+                hint = f" (known keys: {', '.join(sorted(allowed))})"
+                self.error(key_node, sub, "unknown key" + hint)
+            elif key in result:
+                self.error(key_node, sub, "duplicate key")
+            else:
+                result[key] = value_node
+        for key in sorted(required - result.keys()):
+            self.error(node, f"{path}.{key}" if path else key, "required key is missing")
+        return result
+
+    def sequence(self, node: yaml.Node | None, path: str) -> list[yaml.Node]:
+        if node is None:
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, path, "must be a list")
+            return []
+        return list(node.value)
+
+    def scalar(self, node: yaml.Node | None, path: str, kind: type, default: Any = None,
+               check: Callable[[Any], str | None] | None = None) -> Any:
+        if node is None:
+            return default
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(node, path, f"must be a {kind.__name__}")
+            return default
+        value = yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else node.value
+        if value is None and node.tag.endswith(":null"):
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = node.value
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.error(node, path, f"must be a {kind.__name__}, not {value!r}")
+            return default
+        if check is not None:
+            problem = check(value)
+            if problem:
+                self.error(node, path, problem)
+                return default
+        return value
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a port number 0-65535"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be positive"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _address(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IP address"
+    return None
+
+
+def _readable_file(base: Path) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        path = base / value
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            return f"cannot read {path}: {exc.strerror}"
+        return None
+
+    return check
+
+
+# -- sections -------------------------------------------------------------------------------------
+
+
+def _listeners(r: _Reader, node: yaml.Node | None) -> tuple[ListenerConfig, ...]:
+    result = []
+    seen: dict[tuple[str, int], str] = {}
+    names: set[str] = set()
+    items = r.sequence(node, "listeners")
+    if node is not None and not items:
+        r.error(node, "listeners", "at least one listener is required")
+    for index, item in enumerate(items):
+        path = f"listeners[{index}]"
+        keys = r.mapping(item, path, {"name", "protocol", "address", "port", "tls",
+                                      "allow_plaintext_login"}, {"name", "port", "tls"})
+        name = r.scalar(keys.get("name"), f"{path}.name", str, default=f"listener{index}")
+        protocol = r.scalar(keys.get("protocol"), f"{path}.protocol", str, "imap", _one_of("imap"))
+        address = r.scalar(keys.get("address"), f"{path}.address", str, "127.0.0.1", _address)
+        port = r.scalar(keys.get("port"), f"{path}.port", int, 0, _port)
+        tls = r.scalar(keys.get("tls"), f"{path}.tls", str, "implicit", _one_of(*TLS_MODES))
+        plain = r.scalar(keys.get("allow_plaintext_login"), f"{path}.allow_plaintext_login", bool, False)
+        if name in names:
+            r.error(keys.get("name"), f"{path}.name", f"duplicate listener name {name!r}")
+        names.add(name)
+        if port and (address, port) in seen:
+            r.error(keys.get("port"), f"{path}.port", f"{address}:{port} is also used by {seen[address, port]}")
+        seen[address, port] = name
+        result.append(ListenerConfig(name, protocol, address, port, tls, plain))
+    return tuple(result)
+
+
+def _upstream(r: _Reader, node: yaml.Node | None, base: Path) -> UpstreamConfig:
+    keys = r.mapping(node, "upstream", {"imap"}, {"imap"})
+    path = "upstream.imap"
+    imap = r.mapping(keys.get("imap"), path, {"host", "port", "tls", "ca_file", "server_name",
+                                             "connect_timeout"}, {"host", "port"})
+    ca = r.scalar(imap.get("ca_file"), f"{path}.ca_file", str, None, _readable_file(base))
+    return UpstreamConfig(
+        host=r.scalar(imap.get("host"), f"{path}.host", str, ""),
+        port=r.scalar(imap.get("port"), f"{path}.port", int, 993, _port),
+        tls=r.scalar(imap.get("tls"), f"{path}.tls", str, "implicit", _one_of(*TLS_MODES)),
+        ca_file=base / ca if ca else None,
+        server_name=r.scalar(imap.get("server_name"), f"{path}.server_name", str, None),
+        connect_timeout=r.scalar(imap.get("connect_timeout"), f"{path}.connect_timeout", float, 30.0,
+                                 _positive),
+    )
+
+
+def _tls(r: _Reader, node: yaml.Node | None, base: Path) -> TLSConfig | None:
+    if node is None:
+        return None
+    keys = r.mapping(node, "tls", {"certificate", "key"}, {"certificate", "key"})
+    cert = r.scalar(keys.get("certificate"), "tls.certificate", str, None, _readable_file(base))
+    key = r.scalar(keys.get("key"), "tls.key", str, None, _readable_file(base))
+    if cert is None or key is None:
+        return None
+    return TLSConfig(base / cert, base / key)
+
+
+def _limits(r: _Reader, node: yaml.Node | None) -> LimitsConfig:
+    defaults = LimitsConfig()
+    names = {"max_line_length": int, "max_response_line_length": int, "max_literal_size": int,
+             "preauth_timeout": float, "idle_timeout": float}
+    keys = r.mapping(node, "limits", set(names))
+    values = {
+        name: r.scalar(keys.get(name), f"limits.{name}", kind, getattr(defaults, name), _positive)
+        for name, kind in names.items()
+    }
+    if values["idle_timeout"] < 1800:
+        r.error(keys.get("idle_timeout"), "limits.idle_timeout",
+                "must be at least 1800 seconds (RFC 3501 §5.4 autologout timer)")
+    return LimitsConfig(**values)
+
+
+def _logging(r: _Reader, node: yaml.Node | None) -> LoggingConfig:
+    keys = r.mapping(node, "logging", {"level"})
+    level = r.scalar(keys.get("level"), "logging.level", str, "info",
+                     _one_of("debug", "info", "warning", "error"))
+    return LoggingConfig(level)
+
+
+def parse_config(text: str, *, source: str = "<config>", base: Path | None = None) -> Config:
+    """Parse and validate a whole configuration; ConfigError lists every problem found."""
+    base = base or Path.cwd()
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    r = _Reader(source)
+    if root is None:
+        raise ConfigError(f"{source}: the file is empty")
+    top = r.mapping(root, "", {"listeners", "upstream", "tls", "limits", "logging"},
+                    {"listeners", "upstream"})
+    listeners = _listeners(r, top.get("listeners"))
+    upstream = _upstream(r, top.get("upstream"), base)
+    tls = _tls(r, top.get("tls"), base)
+    limits = _limits(r, top.get("limits"))
+    logging_config = _logging(r, top.get("logging"))
+    for index, listener in enumerate(listeners):
+        if listener.tls != "none" and tls is None and "tls" not in top:
+            r.error(top.get("listeners"), f"listeners[{index}].tls",
+                    f"tls: {listener.tls} needs the top-level tls: certificate and key")
+    if r.errors:
+        raise ConfigError("\n".join(r.errors))
+    return Config(tuple(listeners), upstream, tls, limits, logging_config, source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the configuration file at ``path``; relative paths in it are relative
+    to the file's own directory."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse_config(text, source=str(path), base=path.resolve().parent)

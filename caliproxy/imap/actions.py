@@ -1,0 +1,67 @@
+"""What the sans-IO IMAP session asks the IO shell to do.
+
+Pure module. The session returns a list of these from every ``handle`` call; ``net/`` carries them
+out in order (order matters: the OK to STARTTLS must be written before the TLS handshake starts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SendClient:
+    """Bytes for the client. Consecutive sends are merged into one list of chunks."""
+
+    chunks: list[bytes] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SendServer:
+    """Bytes for the upstream server."""
+
+    chunks: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StartClientTLS:
+    """Begin the TLS handshake with the client (after our OK to its STARTTLS)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartServerTLS:
+    """Begin the TLS handshake with the upstream (after its OK to our STARTTLS)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseClient:
+    """Close the client connection once what was sent before has been written."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseServer:
+    """Close the upstream connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The upstream accepted the client's credentials; the session is now authenticated."""
+
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDone:
+    """A client command finished: its verb (``UID FETCH``...) and status (OK/NO/BAD), for metrics."""
+
+    name: str
+    status: str
+    local: bool
+
+
+Action = (
+    SendClient | SendServer | StartClientTLS | StartServerTLS | CloseClient | CloseServer
+    | Authenticated | CommandDone
+)

@@ -1,0 +1,215 @@
+"""Incremental IMAP framer: a byte stream in, line fragments and literal chunks out.
+
+Works for both directions. It knows only where lines end and how long literals are; it never
+interprets a command or a response (that is ``grammar``'s job). It never imports IO libraries.
+
+RFC 3501 §4.3 / RFC 9051 §4.3 and RFC 7888 (LITERAL+) / RFC 3516 (literal8)::
+
+    literal   = "{" number64 ["+"] "}" CRLF *CHAR8
+    literal8  = "~{" number64 "}" CRLF *OCTET
+
+A literal marker can only stand at the very end of a line fragment, so a fragment is the bytes up
+to and including LF, and a literal of the announced size follows it. A *logical* line (one command
+or one response) is a first fragment, then zero or more (literal, fragment) pairs; it ends with the
+first fragment that announces no literal.
+
+The API is pull-based in the spirit of h11: ``receive_data`` buffers, ``next_event`` returns one
+event or ``None`` when more bytes are needed. Pulling one event at a time matters for security: after
+a synchronizing literal from a client the framer *stops* (``awaiting_grant``) until the caller
+decides, so bytes a hostile client sends early are never framed differently from the way the
+upstream server would frame them.
+
+Large literals are never buffered whole: a literal is returned in chunks as bytes arrive.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from caliproxy.errors import ProtocolError
+
+_LITERAL_AT_END = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}\r?\n\Z")
+
+
+class LineTooLong(ProtocolError):
+    """A line fragment exceeded the configured maximum before its LF arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line fragment, raw, including its CRLF and any trailing literal marker.
+
+    ``literal`` is the size of the literal announced at its end (None when there is none);
+    ``continued`` is True when the fragment continues a logical line after a literal.
+    """
+
+    data: bytes
+    literal: int | None = None
+    sync: bool = False
+    binary: bool = False
+    continued: bool = False
+
+    @property
+    def ends_logical_line(self) -> bool:
+        return self.literal is None
+
+    def without_marker(self) -> bytes:
+        """The fragment with its literal marker and line end removed."""
+        if self.literal is None:
+            return self.data.rstrip(b"\r\n")
+        return self.data[: self.data.rindex(b"~{" if self.binary else b"{")]
+
+
+@dataclass(frozen=True, slots=True)
+class LiteralChunk:
+    """A piece of a literal's content; ``last`` marks the final piece."""
+
+    data: bytes
+    last: bool
+
+
+Event = Line | LiteralChunk
+
+# A predicate deciding whether a fragment may announce a literal at all (server side: status
+# responses never carry one, so free text ending in "{5}" is not mistaken for a literal).
+LiteralPolicy = Callable[[bytes], bool]
+
+
+class Framer:
+    """Split one direction of an IMAP stream into :class:`Line` and :class:`LiteralChunk` events."""
+
+    def __init__(
+        self,
+        *,
+        max_line: int,
+        pause_on_sync_literal: bool = False,
+        literal_policy: LiteralPolicy | None = None,
+    ) -> None:
+        self.max_line = max_line
+        self.pause_on_sync_literal = pause_on_sync_literal
+        self.literal_policy = literal_policy
+        # When False, fragments are plain lines even if they end in "{n}" (AUTHENTICATE and IDLE
+        # continuation lines are not commands and carry no literals).
+        self.literals_enabled = True
+        self._buf = bytearray()
+        self._pos = 0
+        self._scan = 0  # where to resume looking for LF, so long lines are scanned once
+        self._literal_left = 0
+        self._in_literal = False
+        self._awaiting_grant: Line | None = None
+        self._after_literal = False
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if self._pos and self._pos >= len(self._buf) // 2:
+            del self._buf[: self._pos]
+            self._scan -= self._pos
+            self._pos = 0
+        self._buf += data
+
+    def clear(self) -> int:
+        """Discard every buffered byte (STARTTLS: nothing sent before the handshake is trusted).
+
+        Returns how many bytes were dropped.
+        """
+        dropped = len(self._buf) - self._pos
+        self._buf = bytearray()
+        self._pos = self._scan = 0
+        self._in_literal = False
+        self._literal_left = 0
+        self._awaiting_grant = None
+        self._after_literal = False
+        return dropped
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    # -- synchronizing literals -------------------------------------------------------------------
+
+    @property
+    def awaiting_grant(self) -> bool:
+        return self._awaiting_grant is not None
+
+    def grant_literal(self) -> None:
+        """The peer was told to send the literal announced by the last fragment ("+" was sent)."""
+        line = self._awaiting_grant
+        assert line is not None and line.literal is not None
+        self._awaiting_grant = None
+        self._start_literal(line.literal)
+
+    def refuse_literal(self) -> None:
+        """The literal will not come (the command was refused); the next bytes are a new line."""
+        self._awaiting_grant = None
+        self._after_literal = False
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        if self._awaiting_grant is not None:
+            return None
+        if self._in_literal:
+            return self._next_literal_chunk()
+        return self._next_line()
+
+    def _start_literal(self, size: int) -> None:
+        self._after_literal = True
+        if size == 0:
+            # An empty literal still produces one (empty, last) chunk so consumers see it end.
+            self._in_literal = True
+            self._literal_left = 0
+        else:
+            self._in_literal = True
+            self._literal_left = size
+
+    def _next_literal_chunk(self) -> LiteralChunk | None:
+        available = len(self._buf) - self._pos
+        if available == 0 and self._literal_left:
+            return None
+        take = min(available, self._literal_left)
+        chunk = bytes(memoryview(self._buf)[self._pos : self._pos + take])
+        self._pos += take
+        self._scan = self._pos
+        self._literal_left -= take
+        last = self._literal_left == 0
+        if last:
+            self._in_literal = False
+        return LiteralChunk(chunk, last)
+
+    def _next_line(self) -> Line | None:
+        end = self._buf.find(b"\n", max(self._scan, self._pos))
+        if end < 0:
+            self._scan = len(self._buf)
+            if len(self._buf) - self._pos > self.max_line:
+                raise LineTooLong(f"line longer than {self.max_line} bytes")
+            return None
+        if end + 1 - self._pos > self.max_line:
+            raise LineTooLong(f"line longer than {self.max_line} bytes")
+        data = bytes(self._buf[self._pos : end + 1])
+        self._pos = self._scan = end + 1
+        continued = self._after_literal
+        self._after_literal = False
+        line = self._frame(data, continued)
+        if line.literal is not None:
+            if line.sync and self.pause_on_sync_literal:
+                self._awaiting_grant = line
+                self._after_literal = True
+            else:
+                self._start_literal(line.literal)
+        return line
+
+    def _frame(self, data: bytes, continued: bool) -> Line:
+        if not (self.literals_enabled and data.endswith((b"}\r\n", b"}\n"))):
+            return Line(data, continued=continued)
+        match = _LITERAL_AT_END.search(data)
+        if match is None:
+            return Line(data, continued=continued)
+        if self.literal_policy is not None and not continued and not self.literal_policy(data):
+            return Line(data, continued=continued)
+        binary = bool(match.group(1))
+        nonsync = bool(match.group(3))
+        size = int(match.group(2))
+        return Line(data, literal=size, sync=not nonsync, binary=binary, continued=continued)

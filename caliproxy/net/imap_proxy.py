@@ -1,0 +1,236 @@
+"""Twisted protocols that carry one IMAP proxy session: bytes in, engine actions out.
+
+IO shell, deliberately thin: every decision is the sans-IO :class:`ProxySession`'s. This module
+connects the upstream, runs TLS on both sides, enforces the timeouts, keeps back-pressure (a slow
+client pauses the upstream read and vice versa) and turns a failure into a closed connection for
+that session alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, endpoints, error
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from caliproxy.imap.actions import (
+    Action,
+    Authenticated,
+    CloseClient,
+    CloseServer,
+    CommandDone,
+    SendClient,
+    SendServer,
+    StartClientTLS,
+    StartServerTLS,
+)
+from caliproxy.imap.session import ProxySession, SessionSettings
+
+log = logging.getLogger("caliproxy.imap")
+
+
+@dataclass(frozen=True)
+class UpstreamEndpoint:
+    """Where and how to reach the upstream IMAP server."""
+
+    host: str
+    port: int
+    implicit_tls: bool
+    tls_options: Any  # IOpenSSLClientConnectionCreator, or None for tls: none
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class ListenerContext:
+    """Everything a connection on one listener needs; replaced whole on reload."""
+
+    name: str
+    settings: SessionSettings
+    upstream: UpstreamEndpoint
+    server_tls_options: Any  # for STARTTLS toward the client; None when unavailable
+    preauth_timeout: float
+    idle_timeout: float
+
+
+class UpstreamProtocol(Protocol):
+    """Our connection to the upstream server; everything it receives goes to the session."""
+
+    def __init__(self, client: ClientProtocol) -> None:
+        self.client = client
+
+    def connectionMade(self) -> None:
+        self.client.upstream_connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.client.apply(self.client.session.server_data(data))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.client.upstream_lost(describe_failure(reason))
+
+
+class ClientProtocol(Protocol):
+    """One mail client's connection to a listener."""
+
+    def __init__(self, context: ListenerContext, reactor: Any, on_event: Callable[[str, Any], None]) -> None:
+        self.context = context
+        self.reactor = reactor
+        self.on_event = on_event
+        self.session = ProxySession(context.settings)
+        self.upstream: UpstreamProtocol | None = None
+        self._connecting: defer.Deferred[Any] | None = None
+        self._timer: Any = None
+        self._to_upstream: list[bytes] = []  # written before the upstream connection exists
+        self._closed = False
+
+    # -- connection lifecycle ---------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.on_event("connection_opened", self)
+        self._arm_timer(self.context.preauth_timeout)
+        upstream = self.context.upstream
+        endpoint: Any = endpoints.TCP4ClientEndpoint(
+            self.reactor, upstream.host, upstream.port, timeout=upstream.connect_timeout
+        ) if ":" not in upstream.host else endpoints.TCP6ClientEndpoint(
+            self.reactor, upstream.host, upstream.port, timeout=upstream.connect_timeout
+        )
+        if upstream.implicit_tls:
+            endpoint = endpoints.wrapClientTLS(upstream.tls_options, endpoint)
+        self._connecting = endpoints.connectProtocol(endpoint, UpstreamProtocol(self))
+        self._connecting.addErrback(self._connect_failed)
+
+    def upstream_connected(self, upstream: UpstreamProtocol) -> None:
+        self._connecting = None
+        self.upstream = upstream
+        if self._closed:
+            upstream.transport.loseConnection()
+            return
+        # Back-pressure both ways: a full client buffer pauses reading from the upstream.
+        self.transport.registerProducer(upstream.transport, True)
+        upstream.transport.registerProducer(self.transport, True)
+        if self._to_upstream:
+            upstream.transport.writeSequence(self._to_upstream)
+            self._to_upstream = []
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if not failure.check(defer.CancelledError):
+            self.upstream_lost(describe_failure(failure))
+
+    def upstream_lost(self, reason: str) -> None:
+        self.upstream = None
+        if not self._closed:
+            log.info("upstream closed for %s on %s: %s", self.peer, self.context.name, reason)
+        self.apply(self.session.server_lost(reason))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.session.authenticated:
+            self._arm_timer(self.context.idle_timeout)
+        self.apply(self.session.client_data(data))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_timer()
+        was_closed = self._closed
+        self._closed = True
+        self.apply(self.session.client_lost())
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
+        if not was_closed:
+            self.on_event("connection_closed", self)
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def _arm_timer(self, seconds: float) -> None:
+        self._cancel_timer()
+        self._timer = self.reactor.callLater(seconds, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.session.idling:
+            # RFC 2177: a client in IDLE may stay silent; the upstream keeps its own timer.
+            self._arm_timer(self.context.idle_timeout)
+            return
+        self.apply(self.session.autologout())
+
+    # -- carrying out the engine's actions -------------------------------------------------------------
+
+    def apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendClient):
+                if not self._closed:
+                    self.transport.writeSequence(action.chunks)
+            elif isinstance(action, SendServer):
+                if self.upstream is not None:
+                    self.upstream.transport.writeSequence(action.chunks)
+                else:
+                    self._to_upstream.extend(action.chunks)
+            elif isinstance(action, CommandDone):
+                self.on_event("command", action)
+            elif isinstance(action, Authenticated):
+                self._arm_timer(self.context.idle_timeout)
+                self.on_event("authenticated", self)
+            elif isinstance(action, StartClientTLS):
+                self.transport.startTLS(self.context.server_tls_options)
+            elif isinstance(action, StartServerTLS):
+                if self.upstream is not None:
+                    self.upstream.transport.startTLS(self.context.upstream.tls_options)
+            elif isinstance(action, CloseClient):
+                if not self._closed:
+                    self._closed = True
+                    self.on_event("connection_closed", self)
+                    self.transport.loseConnection()
+            elif isinstance(action, CloseServer):
+                if self._connecting is not None:
+                    self._connecting.cancel()
+                if self.upstream is not None:
+                    self.upstream.transport.loseConnection()
+
+
+class ClientFactory(Factory):
+    """Builds a :class:`ClientProtocol` per accepted connection on one listener."""
+
+    def __init__(self, context: ListenerContext, reactor: IReactorTCP | IReactorTime | Any,
+                 on_event: Callable[[str, Any], None]) -> None:
+        self.context = context
+        self.reactor = reactor
+        self.on_event = on_event
+
+    def buildProtocol(self, addr: Any) -> ClientProtocol:
+        protocol = ClientProtocol(self.context, self.reactor, self.on_event)
+        protocol.factory = self
+        return protocol
+
+
+def describe_failure(failure: Failure) -> str:
+    """A short reason for a lost or failed connection, safe to show a client and to log."""
+    value = failure.value
+    if failure.check(error.ConnectionDone):
+        return "closed"
+    if failure.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(error.TimeoutError, error.TCPTimedOutError):
+        return "connection timed out"
+    text = str(value)
+    if "certificate verify failed" in text or "verify" in text.lower() and "cert" in text.lower():
+        return "upstream certificate verification failed"
+    if failure.check(error.ConnectionLost):
+        return "connection lost"
+    name = type(value).__name__
+    if name == "VerificationError" or "VerificationError" in text:
+        return "upstream certificate does not match its host name"
+    if name == "Error" and "SSL" in repr(type(value)):
+        return "TLS handshake failed"
+    return name

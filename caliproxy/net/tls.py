@@ -1,0 +1,67 @@
+"""TLS contexts for both sides: our certificate toward clients, verified connections upstream.
+
+IO shell (pyOpenSSL through Twisted). Upstream certificates and host names are always verified
+unless the configuration says ``tls: none`` for that upstream; the minimum is TLS 1.2 both ways.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from OpenSSL import crypto
+from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+
+from caliproxy.errors import ConfigError
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def _load_certificates(path: Path) -> list[crypto.X509]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read certificate: {exc.strerror}") from None
+    blocks = _PEM_CERT.findall(data)
+    if not blocks:
+        raise ConfigError(f"{path}: no PEM certificate found")
+    try:
+        return [crypto.load_certificate(crypto.FILETYPE_PEM, block) for block in blocks]
+    except crypto.Error as exc:
+        raise ConfigError(f"{path}: invalid certificate: {exc}") from None
+
+
+def server_options(certificate: Path, key: Path) -> ssl.CertificateOptions:
+    """Options for accepting TLS from clients with our certificate chain (leaf first) and key."""
+    chain = _load_certificates(certificate)
+    try:
+        private_key = crypto.load_privatekey(crypto.FILETYPE_PEM, key.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read key: {exc.strerror}") from None
+    except crypto.Error as exc:
+        raise ConfigError(f"{key}: invalid private key: {exc}") from None
+    options = ssl.CertificateOptions(
+        privateKey=private_key,
+        certificate=chain[0],
+        extraCertChain=chain[1:],
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+    )
+    try:
+        context = options.getContext()
+        context.check_privatekey()
+    except Exception as exc:  # pyOpenSSL raises its own Error types
+        raise ConfigError(f"{key}: does not match the certificate {certificate}: {exc}") from None
+    return options
+
+
+def client_options(server_name: str, ca_file: Path | None) -> IOpenSSLClientConnectionCreator:
+    """Options for connecting to an upstream, verifying its certificate and ``server_name``."""
+    if ca_file is None:
+        trust = ssl.platformTrust()
+    else:
+        certs = [ssl.Certificate(cert) for cert in _load_certificates(ca_file)]
+        trust = ssl.trustRootFromCertificates(certs)
+    return ssl.optionsForClientTLS(
+        server_name, trustRoot=trust, extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    )
