@@ -87,8 +87,9 @@ class Config:
 class _Reader:
     """Walks YAML nodes, remembering each value's line, collecting every error it finds."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, check_files: bool = True) -> None:
         self.source = source
+        self.check_files = check_files
         self.errors: list[str] = []
 
     def error(self, node: yaml.Node | None, path: str, message: str) -> None:
@@ -173,8 +174,10 @@ def _address(value: str) -> str | None:
     return None
 
 
-def _readable_file(base: Path) -> Callable[[str], str | None]:
+def _readable_file(r: _Reader, base: Path) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
+        if not r.check_files:
+            return None
         path = base / value
         try:
             with open(path, "rb"):
@@ -189,7 +192,7 @@ def _readable_file(base: Path) -> Callable[[str], str | None]:
 # -- sections -------------------------------------------------------------------------------------
 
 
-def _listeners(r: _Reader, node: yaml.Node | None) -> tuple[ListenerConfig, ...]:
+def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool) -> tuple[ListenerConfig, ...]:
     result = []
     seen: dict[tuple[str, int], str] = {}
     names: set[str] = set()
@@ -204,7 +207,10 @@ def _listeners(r: _Reader, node: yaml.Node | None) -> tuple[ListenerConfig, ...]
         protocol = r.scalar(keys.get("protocol"), f"{path}.protocol", str, "imap", _one_of("imap"))
         address = r.scalar(keys.get("address"), f"{path}.address", str, "127.0.0.1", _address)
         port = r.scalar(keys.get("port"), f"{path}.port", int, 0, _port)
-        tls = r.scalar(keys.get("tls"), f"{path}.tls", str, "implicit", _one_of(*TLS_MODES))
+        tls = r.scalar(keys.get("tls"), f"{path}.tls", str, "none", _one_of(*TLS_MODES))
+        if tls != "none" and not have_tls:
+            r.error(keys.get("tls"), f"{path}.tls",
+                    f"tls: {tls} needs the top-level tls: certificate and key")
         plain = r.scalar(keys.get("allow_plaintext_login"), f"{path}.allow_plaintext_login", bool, False)
         if name in names:
             r.error(keys.get("name"), f"{path}.name", f"duplicate listener name {name!r}")
@@ -221,7 +227,7 @@ def _upstream(r: _Reader, node: yaml.Node | None, base: Path) -> UpstreamConfig:
     path = "upstream.imap"
     imap = r.mapping(keys.get("imap"), path, {"host", "port", "tls", "ca_file", "server_name",
                                              "connect_timeout"}, {"host", "port"})
-    ca = r.scalar(imap.get("ca_file"), f"{path}.ca_file", str, None, _readable_file(base))
+    ca = r.scalar(imap.get("ca_file"), f"{path}.ca_file", str, None, _readable_file(r, base))
     return UpstreamConfig(
         host=r.scalar(imap.get("host"), f"{path}.host", str, ""),
         port=r.scalar(imap.get("port"), f"{path}.port", int, 993, _port),
@@ -237,8 +243,8 @@ def _tls(r: _Reader, node: yaml.Node | None, base: Path) -> TLSConfig | None:
     if node is None:
         return None
     keys = r.mapping(node, "tls", {"certificate", "key"}, {"certificate", "key"})
-    cert = r.scalar(keys.get("certificate"), "tls.certificate", str, None, _readable_file(base))
-    key = r.scalar(keys.get("key"), "tls.key", str, None, _readable_file(base))
+    cert = r.scalar(keys.get("certificate"), "tls.certificate", str, None, _readable_file(r, base))
+    key = r.scalar(keys.get("key"), "tls.key", str, None, _readable_file(r, base))
     if cert is None or key is None:
         return None
     return TLSConfig(base / cert, base / key)
@@ -266,8 +272,12 @@ def _logging(r: _Reader, node: yaml.Node | None) -> LoggingConfig:
     return LoggingConfig(level)
 
 
-def parse_config(text: str, *, source: str = "<config>", base: Path | None = None) -> Config:
-    """Parse and validate a whole configuration; ConfigError lists every problem found."""
+def parse_config(text: str, *, source: str = "<config>", base: Path | None = None,
+                 check_files: bool = True) -> Config:
+    """Parse and validate a whole configuration; ConfigError lists every problem found.
+
+    ``check_files=False`` skips checking that referenced files are readable (for documentation
+    examples whose paths exist only on a real server)."""
     base = base or Path.cwd()
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -275,20 +285,16 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    r = _Reader(source)
+    r = _Reader(source, check_files)
     if root is None:
         raise ConfigError(f"{source}: the file is empty")
     top = r.mapping(root, "", {"listeners", "upstream", "tls", "limits", "logging"},
                     {"listeners", "upstream"})
-    listeners = _listeners(r, top.get("listeners"))
+    listeners = _listeners(r, top.get("listeners"), "tls" in top)
     upstream = _upstream(r, top.get("upstream"), base)
     tls = _tls(r, top.get("tls"), base)
     limits = _limits(r, top.get("limits"))
     logging_config = _logging(r, top.get("logging"))
-    for index, listener in enumerate(listeners):
-        if listener.tls != "none" and tls is None and "tls" not in top:
-            r.error(top.get("listeners"), f"listeners[{index}].tls",
-                    f"tls: {listener.tls} needs the top-level tls: certificate and key")
     if r.errors:
         raise ConfigError("\n".join(r.errors))
     return Config(tuple(listeners), upstream, tls, limits, logging_config, source)

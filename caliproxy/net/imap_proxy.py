@@ -142,7 +142,7 @@ class ClientProtocol(Protocol):
         if self._connecting is not None:
             self._connecting.cancel()
         if self.upstream is not None:
-            self.upstream.transport.loseConnection()
+            _close(self.upstream.transport)
         if not was_closed:
             self.on_event("connection_closed", self)
 
@@ -191,12 +191,12 @@ class ClientProtocol(Protocol):
                 if not self._closed:
                     self._closed = True
                     self.on_event("connection_closed", self)
-                    self.transport.loseConnection()
+                    _close(self.transport)
             elif isinstance(action, CloseServer):
                 if self._connecting is not None:
                     self._connecting.cancel()
                 if self.upstream is not None:
-                    self.upstream.transport.loseConnection()
+                    _close(self.upstream.transport)
 
 
 class ClientFactory(Factory):
@@ -212,6 +212,13 @@ class ClientFactory(Factory):
         protocol = ClientProtocol(self.context, self.reactor, self.on_event)
         protocol.factory = self
         return protocol
+
+
+def _close(transport: Any) -> None:
+    """Close after pending writes. A TLS transport with a registered producer would wait for the
+    producer to go away before its close_notify, so the back-pressure link is cut first."""
+    transport.unregisterProducer()
+    transport.loseConnection()
 
 
 def describe_failure(failure: Failure) -> str:

@@ -1,0 +1,95 @@
+"""Configuration: strict YAML with errors that name file, line and dotted path; the example loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from caliproxy.config import load_config, parse_config
+from caliproxy.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "etc" / "caliproxy.example.yaml"
+
+MINIMAL = """\
+listeners:
+  - name: imaps
+    port: 9993
+    tls: none
+    allow_plaintext_login: true
+upstream:
+  imap:
+    host: 127.0.0.1
+    port: 993
+"""
+
+
+def test_example_config_loads_and_documents_every_key() -> None:
+    config = parse_config(EXAMPLE.read_text(), source=str(EXAMPLE), check_files=False)
+    assert [listener.name for listener in config.listeners] == ["imaps", "imap"]
+    assert config.upstream_imap.tls == "implicit" and config.upstream_imap.ca_file is None
+    assert config.limits.idle_timeout == 1800
+
+
+def test_minimal_config_has_safe_defaults() -> None:
+    config = parse_config(MINIMAL)
+    assert config.listeners[0].address == "127.0.0.1"
+    assert config.upstream_imap.tls == "implicit"  # upstream TLS unless said otherwise
+    assert config.upstream_imap.verify_name == "127.0.0.1"
+    assert config.limits.preauth_timeout == 60
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (MINIMAL + "unknown: 1\n", r"<config>:10: unknown: unknown key"),
+        (MINIMAL.replace("port: 9993", "port: 99999"), r"<config>:3: listeners\[0\].port: must be a port"),
+        (MINIMAL.replace("port: 9993", "port: '9993'"), r"listeners\[0\].port: must be a int"),
+        (MINIMAL.replace("tls: none", "tls: maybe"), r"listeners\[0\].tls: must be one of"),
+        (MINIMAL.replace("host: 127.0.0.1", "hots: x"), r"upstream.imap.hots: unknown key"),
+        (MINIMAL + "limits:\n  idle_timeout: 60\n", r"limits.idle_timeout: must be at least 1800"),
+        (MINIMAL.replace("tls: none", "tls: implicit"), r"needs the top-level tls"),
+        ("listeners: [\n", r"not valid YAML"),
+        ("", r"the file is empty"),
+    ],
+)
+def test_bad_config_is_rejected_with_path_and_line(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text)
+
+
+def test_all_errors_are_reported_together() -> None:
+    text = MINIMAL.replace("port: 9993", "port: -1").replace("tls: none", "tls: bogus") + "extra: 1\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert len(str(info.value).splitlines()) == 3
+
+
+def test_duplicate_listener_address_is_an_error() -> None:
+    text = MINIMAL.replace("listeners:\n", "listeners:\n  - {name: other, port: 9993, tls: none}\n")
+    with pytest.raises(ConfigError, match="also used by"):
+        parse_config(text)
+
+
+def test_unreadable_certificate_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(MINIMAL + "tls:\n  certificate: missing.pem\n  key: missing-key.pem\n")
+    with pytest.raises(ConfigError, match=r"tls.certificate: cannot read .*missing.pem"):
+        load_config(path)
+
+
+def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(MINIMAL)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL + "oops: true\n")
+    run = [sys.executable, "-m", "caliproxy", "check-config"]
+    ok = subprocess.run(run + [str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    failed = subprocess.run(run + [str(bad)], capture_output=True, text=True)
+    assert failed.returncode == 1 and "oops: unknown key" in failed.stderr
+    version = subprocess.run([sys.executable, "-m", "caliproxy", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("caliproxy ")
