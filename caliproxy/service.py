@@ -29,11 +29,18 @@ class Connections:
         self.total = 0
 
     def __call__(self, kind: str, subject: Any) -> None:
+        # Never log credentials or message content: peers, listener names and account names only.
         if kind == "connection_opened":
             self.open.add(subject)
             self.total += 1
+            log.info("connection from %s on %s", subject.peer, subject.context.name)
         elif kind == "connection_closed":
+            if subject in self.open:
+                log.info("connection from %s on %s closed", subject.peer, subject.context.name)
             self.open.discard(subject)
+        elif kind == "authenticated":
+            log.info("connection from %s on %s authenticated as %r", subject.peer,
+                     subject.context.name, subject.session.account)
 
 
 class ProxyService(service.MultiService):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import imaplib
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -117,3 +118,32 @@ def test_plaintext_tls_mismatch_is_closed(bystander):
     sock = socket.create_connection(("127.0.0.1", proxy.ports["imaps"]), timeout=10)
     sock.sendall(b"a LOGIN alice alicepw\r\n")  # plaintext to an implicit-TLS listener
     assert b"alicepw" not in read_to_close(sock)
+
+
+def test_preauth_timeout_closes_silent_connections(dovecot, proxy_factory):
+    proxy = proxy_factory(dovecot, limits={"preauth_timeout": 1})
+    sock = tls_socket(proxy)
+    started = time.monotonic()
+    reply = read_to_close(sock)
+    assert reply.startswith(b"* BYE Autologout")
+    assert time.monotonic() - started < 10
+
+
+def test_upstream_loss_ends_the_session_with_bye(dovecot, proxy_factory):
+    proxy = proxy_factory(dovecot)
+    sock = tls_socket(proxy)
+    sock.sendall(b"a LOGIN alice alicepw\r\n")
+    read_until(sock, b"a OK")
+    dovecot.stop()
+    reply = read_to_close(sock)
+    assert reply.startswith(b"* BYE"), reply
+    assert proxy.alive()
+
+
+def test_upstream_down_gives_bye_at_connect(dovecot, proxy_factory):
+    proxy = proxy_factory(dovecot)
+    dovecot.stop()
+    context = ssl.create_default_context(cafile=str(proxy.ca_pem))
+    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", proxy.ports["imaps"]), timeout=10),
+                               server_hostname="localhost")
+    assert read_to_close(sock) == b"* BYE upstream connection lost: connection refused\r\n"
