@@ -26,7 +26,7 @@ class ListenerConfig:
     """One client-facing socket."""
 
     name: str
-    protocol: str  # "imap"
+    protocol: str  # "imap" or "smtp"
     address: str
     port: int
     tls: str  # implicit | starttls | none
@@ -35,7 +35,7 @@ class ListenerConfig:
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    """The real server behind the proxy."""
+    """A real server behind the proxy (IMAP or SMTP submission)."""
 
     host: str
     port: int
@@ -76,6 +76,7 @@ class Config:
     listeners: tuple[ListenerConfig, ...]
     upstream_imap: UpstreamConfig
     tls: TLSConfig | None
+    upstream_smtp: UpstreamConfig | None = None
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<config>"
@@ -204,7 +205,8 @@ def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool) -> tuple[List
         keys = r.mapping(item, path, {"name", "protocol", "address", "port", "tls",
                                       "allow_plaintext_login"}, {"name", "port", "tls"})
         name = r.scalar(keys.get("name"), f"{path}.name", str, default=f"listener{index}")
-        protocol = r.scalar(keys.get("protocol"), f"{path}.protocol", str, "imap", _one_of("imap"))
+        protocol = r.scalar(keys.get("protocol"), f"{path}.protocol", str, "imap",
+                            _one_of("imap", "smtp"))
         address = r.scalar(keys.get("address"), f"{path}.address", str, "127.0.0.1", _address)
         port = r.scalar(keys.get("port"), f"{path}.port", int, 0, _port)
         tls = r.scalar(keys.get("tls"), f"{path}.tls", str, "none", _one_of(*TLS_MODES))
@@ -222,19 +224,25 @@ def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool) -> tuple[List
     return tuple(result)
 
 
-def _upstream(r: _Reader, node: yaml.Node | None, base: Path) -> UpstreamConfig:
-    keys = r.mapping(node, "upstream", {"imap"}, {"imap"})
-    path = "upstream.imap"
-    imap = r.mapping(keys.get("imap"), path, {"host", "port", "tls", "ca_file", "server_name",
-                                             "connect_timeout"}, {"host", "port"})
-    ca = r.scalar(imap.get("ca_file"), f"{path}.ca_file", str, None, _readable_file(r, base))
+def _upstreams(r: _Reader, node: yaml.Node | None, base: Path
+               ) -> tuple[UpstreamConfig, UpstreamConfig | None]:
+    keys = r.mapping(node, "upstream", {"imap", "smtp"}, {"imap"})
+    imap = _upstream(r, keys.get("imap"), "upstream.imap", base)
+    smtp = _upstream(r, keys.get("smtp"), "upstream.smtp", base) if "smtp" in keys else None
+    return imap, smtp
+
+
+def _upstream(r: _Reader, node: yaml.Node | None, path: str, base: Path) -> UpstreamConfig:
+    keys = r.mapping(node, path, {"host", "port", "tls", "ca_file", "server_name",
+                                  "connect_timeout"}, {"host", "port"})
+    ca = r.scalar(keys.get("ca_file"), f"{path}.ca_file", str, None, _readable_file(r, base))
     return UpstreamConfig(
-        host=r.scalar(imap.get("host"), f"{path}.host", str, ""),
-        port=r.scalar(imap.get("port"), f"{path}.port", int, 993, _port),
-        tls=r.scalar(imap.get("tls"), f"{path}.tls", str, "implicit", _one_of(*TLS_MODES)),
+        host=r.scalar(keys.get("host"), f"{path}.host", str, ""),
+        port=r.scalar(keys.get("port"), f"{path}.port", int, 0, _port),
+        tls=r.scalar(keys.get("tls"), f"{path}.tls", str, "implicit", _one_of(*TLS_MODES)),
         ca_file=base / ca if ca else None,
-        server_name=r.scalar(imap.get("server_name"), f"{path}.server_name", str, None),
-        connect_timeout=r.scalar(imap.get("connect_timeout"), f"{path}.connect_timeout", float, 30.0,
+        server_name=r.scalar(keys.get("server_name"), f"{path}.server_name", str, None),
+        connect_timeout=r.scalar(keys.get("connect_timeout"), f"{path}.connect_timeout", float, 30.0,
                                  _positive),
     )
 
@@ -291,13 +299,17 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     top = r.mapping(root, "", {"listeners", "upstream", "tls", "limits", "logging"},
                     {"listeners", "upstream"})
     listeners = _listeners(r, top.get("listeners"), "tls" in top)
-    upstream = _upstream(r, top.get("upstream"), base)
+    upstream, upstream_smtp = _upstreams(r, top.get("upstream"), base)
+    for index, listener in enumerate(listeners):
+        if listener.protocol == "smtp" and upstream_smtp is None:
+            r.error(top.get("upstream"), "upstream.smtp",
+                    f"listeners[{index}] is an smtp listener: upstream.smtp is required")
     tls = _tls(r, top.get("tls"), base)
     limits = _limits(r, top.get("limits"))
     logging_config = _logging(r, top.get("logging"))
     if r.errors:
         raise ConfigError("\n".join(r.errors))
-    return Config(tuple(listeners), upstream, tls, limits, logging_config, source)
+    return Config(tuple(listeners), upstream, tls, upstream_smtp, limits, logging_config, source)
 
 
 def load_config(path: str | Path) -> Config:

@@ -14,6 +14,7 @@ from twisted.internet import endpoints
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from caliproxy.config import Config, ListenerConfig
+from caliproxy.errors import ConfigError
 from caliproxy.imap.session import SessionSettings, UpstreamSecurity
 from caliproxy.net import tls
 from caliproxy.net.imap_proxy import ClientFactory, ListenerContext, UpstreamEndpoint
@@ -70,7 +71,11 @@ class ProxyService(service.MultiService):
             connect_timeout=upstream.connect_timeout,
         )
         for listener in config.listeners:
-            self._add_listener(listener, endpoint, server_options)
+            if listener.protocol == "imap":
+                self._add_listener(listener, endpoint, server_options)
+            else:
+                raise ConfigError(f"listener {listener.name}: protocol {listener.protocol} is not "
+                                  "served by this version")
 
     def _add_listener(self, listener: ListenerConfig, upstream: UpstreamEndpoint,
                       server_options: Any) -> None:

@@ -29,7 +29,8 @@ upstream:
 
 def test_example_config_loads_and_documents_every_key() -> None:
     config = parse_config(EXAMPLE.read_text(), source=str(EXAMPLE), check_files=False)
-    assert [listener.name for listener in config.listeners] == ["imaps", "imap"]
+    assert [listener.name for listener in config.listeners] == ["imaps", "imap", "submission"]
+    assert config.upstream_smtp is not None and config.upstream_smtp.port == 465
     assert config.upstream_imap.tls == "implicit" and config.upstream_imap.ca_file is None
     assert config.limits.idle_timeout == 1800
 
