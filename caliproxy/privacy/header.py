@@ -1,0 +1,166 @@
+"""The privacy header we inject into every message, its parser, and the neutralising of any header
+of our name already present.
+
+Format (one unfolded line, ``HEADER_LENGTH`` bytes including CRLF, padded with spaces before the
+CRLF so every message grows by the same number of bytes whatever its verdict — DESIGN §4)::
+
+    X-Caliproxy-Privacy: v=1; level=confidential; pi=72; grade=B; t=80; a=100; p=0; c=60;
+        r=TLS12 DMARC+ DKIM+ DKIMA SPF+ XHOP NOE2E FROMKV RCPTK;<spaces>CRLF
+
+(shown folded here; rendered on one line). ``pi`` is the aggregate, ``t a p c`` the transport,
+authenticity, protection and correspondents axes, ``r`` the reason codes of docs/privacy-index.md.
+Every key ends with ``;`` so a mail filter can test "contains ``level=secret;``".
+
+Pure module: standard library only plus ``caliproxy.errors`` and ``caliproxy.privacy.*``; no IO.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from caliproxy.errors import PolicyError
+from caliproxy.privacy.features import PRIVACY_HEADER_NAME
+from caliproxy.privacy.header_fields import header_bounds
+from caliproxy.privacy.policy import MAX_LEVEL_NAME_LENGTH
+from caliproxy.privacy.scoring import GRADES, INDEX_VERSION, REASONS, Axis
+from caliproxy.privacy.verdict import Verdict
+
+HEADER_NAME = "X-Caliproxy-Privacy"
+#: Bytes of the rendered field including its CRLF. Part of the v1 format: changing it changes
+#: every message size a client has cached.
+HEADER_LENGTH = 256
+#: The same-length name an existing header of ours is renamed to, so sizes stay computable.
+SPOOFED_NAME = "X-Caliproxy-Spoofed"
+
+assert HEADER_NAME.lower() == PRIVACY_HEADER_NAME
+assert len(SPOOFED_NAME) == len(HEADER_NAME)
+
+
+class PrivacyHeaderError(PolicyError):
+    """A privacy header could not be parsed (or, never expected, rendered within its length)."""
+
+
+@dataclass(frozen=True)
+class PrivacyHeader:
+    """What the header carries: a summary of a ``Verdict``."""
+
+    version: int
+    level: str
+    aggregate: int
+    grade: str
+    #: (axis name, score) in the index's axis order.
+    axes: tuple[tuple[str, int], ...]
+    reasons: tuple[str, ...]
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> PrivacyHeader:
+        index = verdict.index
+        return cls(
+            version=index.version,
+            level=verdict.level.level,
+            aggregate=index.aggregate,
+            grade=index.grade,
+            axes=tuple((a.axis.value, a.score) for a in index.axes),
+            reasons=tuple(r.code for r in index.reasons),
+        )
+
+    def axis(self, name: str) -> int:
+        return dict(self.axes)[name]
+
+
+def render_header(verdict: Verdict | PrivacyHeader) -> bytes:
+    """The full header field, exactly ``HEADER_LENGTH`` bytes, ending in CRLF."""
+    summary = verdict if isinstance(verdict, PrivacyHeader) else PrivacyHeader.of(verdict)
+    axes = " ".join(f"{Axis(name).key}={score};" for name, score in summary.axes)
+    line = (
+        f"{HEADER_NAME}: v={summary.version}; level={summary.level}; pi={summary.aggregate}; "
+        f"grade={summary.grade}; {axes} r={' '.join(summary.reasons)};"
+    ).encode("ascii")
+    padding = HEADER_LENGTH - 2 - len(line)
+    if padding < 0:
+        # Level names and the reason table are bounded so that this cannot happen; a test
+        # renders the longest possible verdict.
+        raise PrivacyHeaderError(f"privacy header overflows {HEADER_LENGTH} bytes")
+    return line + b" " * padding + b"\r\n"
+
+
+# One "key=value;" pair; values never contain ";".
+_PAIR = re.compile(r"\s*([a-z]+)=([^;]*);")
+_LEVEL = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_LEVEL_NAME_LENGTH - 1}}}$")
+_SCORE = re.compile(r"^(?:100|[1-9]?[0-9])$")
+_AXIS_BY_KEY = {axis.key: axis for axis in Axis}
+
+
+def parse_header(data: bytes) -> PrivacyHeader:
+    """Parse a rendered header field (or just its value); PrivacyHeaderError if it is not one."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise PrivacyHeaderError("privacy header is not ASCII") from None
+    text = text.replace("\r\n", "").replace("\n", "").strip()
+    name, colon, value = text.partition(":")
+    if colon and "=" not in name:
+        if name.strip().lower() != PRIVACY_HEADER_NAME:
+            raise PrivacyHeaderError(f"not a {HEADER_NAME} field: {name.strip()!r}")
+        text = value
+    pairs: dict[str, str] = {}
+    position = 0
+    text = text.strip()
+    while position < len(text):
+        match = _PAIR.match(text, position)
+        if match is None:
+            raise PrivacyHeaderError(
+                f"malformed privacy header near {text[position : position + 20]!r}"
+            )
+        key, val = match.group(1), match.group(2).strip()
+        if key in pairs:
+            raise PrivacyHeaderError(f"duplicate key {key!r}")
+        pairs[key] = val
+        position = match.end()
+
+    expected = {"v", "level", "pi", "grade", "r"} | set(_AXIS_BY_KEY)
+    if set(pairs) != expected:
+        raise PrivacyHeaderError(f"privacy header keys {sorted(pairs)} != {sorted(expected)}")
+    if pairs["v"] != str(INDEX_VERSION):
+        raise PrivacyHeaderError(f"unsupported privacy index version {pairs['v']!r}")
+    if not _LEVEL.match(pairs["level"]):
+        raise PrivacyHeaderError(f"invalid level {pairs['level']!r}")
+    if pairs["grade"] not in GRADES:
+        raise PrivacyHeaderError(f"invalid grade {pairs['grade']!r}")
+    for key in ["pi", *_AXIS_BY_KEY]:
+        if not _SCORE.match(pairs[key]):
+            raise PrivacyHeaderError(f"invalid score {key}={pairs[key]!r}")
+    reasons = tuple(pairs["r"].split())
+    unknown = [code for code in reasons if code not in REASONS]
+    if unknown:
+        raise PrivacyHeaderError(f"unknown reason codes {unknown}")
+    return PrivacyHeader(
+        version=INDEX_VERSION,
+        level=pairs["level"],
+        aggregate=int(pairs["pi"]),
+        grade=pairs["grade"],
+        axes=tuple((axis.value, int(pairs[key])) for key, axis in _AXIS_BY_KEY.items()),
+        reasons=reasons,
+    )
+
+
+# A field of our name starts a line (never a continuation line, which starts with WSP);
+# RFC 5322 §4.5 obs-optional allows WSP before the colon.
+_OURS = re.compile(
+    rb"^" + re.escape(HEADER_NAME.encode("ascii")) + rb"(?=[ \t]*:)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def neutralise_existing(header_block: bytes) -> bytes:
+    """Rename every field of our name in the header block to ``SPOOFED_NAME``, same length.
+
+    Only the header block is touched (up to the first empty line; any body after it is kept
+    byte for byte), folded continuation lines are kept as they are, and the result always has
+    exactly the length of the input.
+    """
+    end, _ = header_bounds(header_block)
+    head = header_block[:end]
+    if _OURS.search(head) is None:
+        return header_block
+    return _OURS.sub(SPOOFED_NAME.encode("ascii"), head) + header_block[end:]
