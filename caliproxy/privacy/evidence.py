@@ -79,14 +79,25 @@ def gather_evidence(features: MessageFeatures, policy: Policy) -> Evidence:
         untrusted_because = f"newest Received is by {hops[0].by_host or '?'}, not a trusted relay"
     else:
         for i, hop in enumerate(hops):
+            last = i == len(hops) - 1
             peer = _peer_trusted(hop, relays)
-            if peer is None or (peer and i == len(hops) - 1):
-                # No peer at all (local pickup) or a trusted peer with nothing older: the message
-                # started inside the chain.
-                boundary_index, local_origin = i, True
-                break
+            if peer is None:
+                if last:
+                    # A local pickup ("by mx (Postfix, from userid 1000)"): the chain's origin.
+                    boundary_index, local_origin = i, True
+                    break
+                # A relay handing the message to itself (Gmail's "by 2002:a05:… with SMTP"): the
+                # hop below is believed only if it too is by a trusted relay.
+                if not relays.host_trusted(hops[i + 1].by_host):
+                    boundary_index = i
+                    break
+                continue
             if not peer:
                 boundary_index = i
+                break
+            if last:
+                # A trusted peer with nothing older: the message started inside the chain.
+                boundary_index, local_origin = i, True
                 break
             if hop.tls is TlsVersion.NONE and hop.from_ip and not _loopback(hop.from_ip):
                 internal_cleartext += 1

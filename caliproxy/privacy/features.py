@@ -348,6 +348,8 @@ def _protection(content_type: str, params: Mapping[str, str], body: bytes) -> Pr
     return Protection.NONE
 
 
+_ARC_INSTANCE = re.compile(r"^\s*i\s*=\s*\d+\s*;")
+
 # --- participants -------------------------------------------------------------------------------
 _ADDRESS_FIELDS = (b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc")
 _LIST_ID = re.compile(r"<([^<>\s]+)>")
@@ -397,6 +399,11 @@ def extract_features(
             received.append(parse_received(unfold(raw_value), position))
         elif name == b"authentication-results":
             auth_results.append(parse_authentication_results(unfold(raw_value), position))
+        elif name == b"arc-authentication-results":
+            # RFC 8617 §4.1.1: "i=" instance ";" then an Authentication-Results payload. Gmail and
+            # Microsoft put these (not their plain A-R) above their own Received line.
+            payload = _ARC_INSTANCE.sub("", unfold(raw_value), count=1)
+            auth_results.append(parse_authentication_results(payload, position))
         elif name in addresses:
             addresses[name].extend(parse_address_list(unfold(raw_value)))
         elif name in _SPAM_HEADERS:
