@@ -89,6 +89,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from caliproxy.config import load_config
+    from caliproxy.explain import explain, render_text
+
+    try:
+        config = load_config(args.config, check_files=False)
+        message = Path(args.message).read_bytes()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"caliproxy explain: cannot read {args.message}: {exc.strerror}", file=sys.stderr)
+        return 1
+    result = explain(message, config.policy, account=args.account, mailbox=args.mailbox)
+    print(json.dumps(result, indent=2) if args.json else render_text(result))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from caliproxy.demo.run import run_demo
 
@@ -110,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and its certificates")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=_cmd_check_config)
+
+    explain = sub.add_parser(
+        "explain", help="show a message's features, privacy index, level and every reason"
+    )
+    explain.add_argument("message", metavar="MESSAGE.eml", help="a whole message (RFC 5322 file)")
+    explain.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML configuration")
+    explain.add_argument("--account", default="", help="account the message belongs to")
+    explain.add_argument("--mailbox", default="INBOX", help="mailbox it is in (default: %(default)s)")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.set_defaults(func=_cmd_explain)
 
     demo = sub.add_parser(
         "demo", help="start a local demo upstream (Dovecot) seeded with sample mail and the proxy in front"

@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 
 from caliproxy.errors import ConfigError
+from caliproxy.policy_config import policy_from_mapping
+from caliproxy.privacy.policy import Policy
 
 TLS_MODES = ("implicit", "starttls", "none")
 
@@ -31,6 +33,7 @@ class ListenerConfig:
     port: int
     tls: str  # implicit | starttls | none
     allow_plaintext_login: bool
+    tagging: bool = True  # add the privacy header to messages read or sent through it
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,11 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    path: str = ":memory:"  # the SQLite file of the classification cache
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "info"
 
@@ -80,6 +88,8 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<config>"
+    policy: Policy = field(default_factory=Policy)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 # -- reading YAML with line numbers ---------------------------------------------------------------
@@ -203,7 +213,7 @@ def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool) -> tuple[List
     for index, item in enumerate(items):
         path = f"listeners[{index}]"
         keys = r.mapping(item, path, {"name", "protocol", "address", "port", "tls",
-                                      "allow_plaintext_login"}, {"name", "port", "tls"})
+                                      "allow_plaintext_login", "tagging"}, {"name", "port", "tls"})
         name = r.scalar(keys.get("name"), f"{path}.name", str, default=f"listener{index}")
         protocol = r.scalar(keys.get("protocol"), f"{path}.protocol", str, "imap",
                             _one_of("imap", "smtp"))
@@ -214,13 +224,14 @@ def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool) -> tuple[List
             r.error(keys.get("tls"), f"{path}.tls",
                     f"tls: {tls} needs the top-level tls: certificate and key")
         plain = r.scalar(keys.get("allow_plaintext_login"), f"{path}.allow_plaintext_login", bool, False)
+        tagging = r.scalar(keys.get("tagging"), f"{path}.tagging", bool, True)
         if name in names:
             r.error(keys.get("name"), f"{path}.name", f"duplicate listener name {name!r}")
         names.add(name)
         if port and (address, port) in seen:
             r.error(keys.get("port"), f"{path}.port", f"{address}:{port} is also used by {seen[address, port]}")
         seen[address, port] = name
-        result.append(ListenerConfig(name, protocol, address, port, tls, plain))
+        result.append(ListenerConfig(name, protocol, address, port, tls, plain, tagging))
     return tuple(result)
 
 
@@ -273,6 +284,37 @@ def _limits(r: _Reader, node: yaml.Node | None) -> LimitsConfig:
     return LimitsConfig(**values)
 
 
+def _plain(node: yaml.Node, path: str, lines: dict[str, int]) -> object:
+    """The node as plain Python values, recording each dotted path's line for error messages."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        return {key.value: _plain(value, f"{path}.{key.value}", lines) for key, value in node.value}
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(item, f"{path}[{i}]", lines) for i, item in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _policy(r: _Reader, node: yaml.Node | None) -> Policy:
+    if node is None:
+        return Policy()
+    lines: dict[str, int] = {}
+    data = _plain(node, "policy", lines)
+    if not isinstance(data, dict):
+        r.error(node, "policy", "must be a mapping")
+        return Policy()
+    try:
+        return policy_from_mapping(data, path="policy", lines=lines)
+    except ConfigError as exc:
+        r.errors.extend(f"{r.source}: {line}" for line in str(exc).splitlines())
+        return Policy()
+
+
+def _cache(r: _Reader, node: yaml.Node | None, base: Path) -> CacheConfig:
+    keys = r.mapping(node, "cache", {"path"})
+    path = r.scalar(keys.get("path"), "cache.path", str, ":memory:")
+    return CacheConfig(path if path == ":memory:" else str(base / path))
+
+
 def _logging(r: _Reader, node: yaml.Node | None) -> LoggingConfig:
     keys = r.mapping(node, "logging", {"level"})
     level = r.scalar(keys.get("level"), "logging.level", str, "info",
@@ -296,8 +338,8 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     r = _Reader(source, check_files)
     if root is None:
         raise ConfigError(f"{source}: the file is empty")
-    top = r.mapping(root, "", {"listeners", "upstream", "tls", "limits", "logging"},
-                    {"listeners", "upstream"})
+    top = r.mapping(root, "", {"listeners", "upstream", "tls", "limits", "logging", "policy",
+                               "cache"}, {"listeners", "upstream"})
     listeners = _listeners(r, top.get("listeners"), "tls" in top)
     upstream, upstream_smtp = _upstreams(r, top.get("upstream"), base)
     for index, listener in enumerate(listeners):
@@ -307,14 +349,18 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     tls = _tls(r, top.get("tls"), base)
     limits = _limits(r, top.get("limits"))
     logging_config = _logging(r, top.get("logging"))
+    policy = _policy(r, top.get("policy"))
+    cache = _cache(r, top.get("cache"), base)
     if r.errors:
         raise ConfigError("\n".join(r.errors))
-    return Config(tuple(listeners), upstream, tls, upstream_smtp, limits, logging_config, source)
+    return Config(tuple(listeners), upstream, tls, upstream_smtp, limits, logging_config, source,
+                  policy, cache)
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, *, check_files: bool = True) -> Config:
     """Read and validate the configuration file at ``path``; relative paths in it are relative
-    to the file's own directory."""
+    to the file's own directory. ``check_files=False`` is for commands that only need the
+    policy (``explain``), not certificates."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -322,4 +368,4 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    return parse_config(text, source=str(path), base=path.resolve().parent)
+    return parse_config(text, source=str(path), base=path.resolve().parent, check_files=check_files)

@@ -39,7 +39,7 @@ _STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSE
 _STORE_ITEMS = frozenset({"FLAGS", "FLAGS.SILENT", "+FLAGS", "+FLAGS.SILENT", "-FLAGS", "-FLAGS.SILENT"})
 
 # search-key (RFC 3501 §6.4.4) -> number of arguments.
-_SEARCH_KEYS: dict[str, int] = {
+SEARCH_KEY_ARITY: dict[str, int] = {
     **{k: 0 for k in ("ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECENT",
                       "SEEN", "UNANSWERED", "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN")},
     **{k: 1 for k in ("BCC", "BEFORE", "BODY", "CC", "FROM", "KEYWORD", "LARGER", "ON",
@@ -186,7 +186,7 @@ def _search_key(keys: Sequence[Token], pos: int, depth: int) -> int:
     if name == "OR":
         second = _search_key(keys, pos + 1, depth + 1)
         return -1 if second < 0 else _search_key(keys, second, depth + 1)
-    arity = _SEARCH_KEYS.get(name)
+    arity = SEARCH_KEY_ARITY.get(name)
     if arity is None:
         return -1
     args = keys[pos + 1 : pos + 1 + arity]
@@ -248,7 +248,8 @@ def _check_id(args: Sequence[Token]) -> str | None:
 
 
 def _check_authenticate(args: Sequence[Token]) -> str | None:
-    if not 1 <= len(args) <= 2 or not isinstance(args[0], Atom):
+    # authenticate = "AUTHENTICATE" SP auth-type [SP (base64 / "=")]   (RFC 4959: an atom)
+    if not 1 <= len(args) <= 2 or not all(isinstance(a, Atom) for a in args):
         return "AUTHENTICATE takes a mechanism and an optional initial response"
     return None
 

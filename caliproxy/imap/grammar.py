@@ -284,3 +284,39 @@ def parse_capabilities(text: bytes) -> list[bytes]:
 def quote(value: bytes) -> bytes:
     """Render ``value`` as an IMAP quoted string (callers ensure it has no CR/LF)."""
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+_QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*\Z")
+
+
+def serialize(tokens: list[Token]) -> tuple[list[bytes], list[bytes]]:
+    """Render tokens back to command text: (fragments, literals) as ``tokenize`` takes them.
+
+    Strings that cannot be quoted (CR, LF, NUL or 8-bit bytes) become literals, so the session
+    sends them in whichever literal form the upstream supports.
+    """
+    fragments: list[bytes] = []
+    literals: list[bytes] = []
+    current = bytearray()
+
+    def emit(items: list[Token]) -> None:
+        for index, token in enumerate(items):
+            if index and not current.endswith(b"("):
+                current.extend(b" ")
+            if isinstance(token, Atom):
+                current.extend(token.encode("ascii"))
+            elif isinstance(token, bytes):
+                if _QUOTABLE.match(token):
+                    current.extend(quote(token))
+                else:
+                    fragments.append(bytes(current))
+                    literals.append(token)
+                    current.clear()
+            else:
+                current.extend(b"(")
+                emit(token)
+                current.extend(b")")
+
+    emit(tokens)
+    fragments.append(bytes(current))
+    return fragments, literals

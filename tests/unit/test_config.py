@@ -94,3 +94,23 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     assert failed.returncode == 1 and "oops: unknown key" in failed.stderr
     version = subprocess.run([sys.executable, "-m", "caliproxy", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("caliproxy ")
+
+
+def test_example_policy_is_loaded_and_judges_the_samples() -> None:
+    from caliproxy.demo.seed import samples
+    from caliproxy.privacy.verdict import judge
+
+    config = parse_config(EXAMPLE.read_text(), source=str(EXAMPLE), check_files=False)
+    policy = config.policy
+    assert policy.levels.names == ("public", "internal", "confidential", "secret")
+    assert policy.rules and policy.authserv_ids == ("mx.example.org",)
+    levels = {sample.name: judge(sample.raw, policy)[1].level.level for sample in samples()}
+    assert set(levels.values()) <= set(policy.levels.names)
+    assert levels["pgp_mime"] == levels["smime"] == "secret"  # rule end-to-end-encrypted
+    assert levels["private"] == "confidential"  # rule private-sensitivity
+
+
+def test_policy_errors_name_their_path_and_line() -> None:
+    text = MINIMAL + "policy:\n  default_level: nope\n"
+    with pytest.raises(ConfigError, match=r"policy.default_level.*line 11.*unknown level"):
+        parse_config(text)

@@ -1,0 +1,222 @@
+"""The selected mailbox seen through a client's clearance: translating commands and data.
+
+Pure module. ``SelectedMailbox`` owns the :class:`MailboxView` and the verdicts of the selected
+mailbox, and knows how each command that names messages must be rewritten for the upstream and
+how each response naming messages must be rewritten for the client:
+
+* client sequence numbers become upstream sequence numbers of the same visible messages (a
+  sequence-number command stays one, so the upstream sends EXPUNGE exactly where RFC 3501 §7.4.1
+  lets the client receive one); UID sets are intersected with the visible UIDs, ``*`` meaning
+  the last *visible* message;
+* a command that names only hidden or non-existent messages acts on nothing and is answered the
+  way Dovecot answers for a message that does not exist;
+* EXPUNGE and CLOSE only ever remove visible messages (``UID EXPUNGE`` of the visible set).
+
+The session drives it: it decides when commands are sent and feeds it upstream data.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+from caliproxy.imap.classify import Classifier, Tagged
+from caliproxy.imap.commands import SEARCH_KEY_ARITY
+from caliproxy.imap.fetch_rewrite import Partial, PartialMap, names_our_header, section_kind
+from caliproxy.imap.grammar import Atom, CommandStart, SeqRange, Token, is_sequence_set, parse_sequence_set
+from caliproxy.imap.view import MailboxView, format_sequence_set
+
+# A search key that matches no message, for sets that name only hidden or absent ones.
+_NOTHING: list[Token] = [Atom("NOT"), Atom("ALL")]
+_PARTIAL_ITEM = re.compile(r"^(BODY(?:\.PEEK)?)\[([^\]]*)\]<(\d+)\.(\d+)>$", re.I)
+
+
+@dataclass(slots=True)
+class Translated:
+    """A command rewritten for the upstream, or answered without it."""
+
+    args: list[Token] | None = None  # forward with these arguments (None: answer locally)
+    verb: str | None = None  # a different verb to send (EXPUNGE -> UID EXPUNGE)
+    uid: bool | None = None
+    local_status: bytes = b"OK"
+    local_text: str = ""
+    partials: PartialMap | None = None
+
+
+@dataclass
+class SelectedMailbox:
+    """State of the mailbox selected through the proxy, for one session."""
+
+    name: str
+    uidvalidity: int
+    readonly: bool
+    classifier: Classifier
+    view: MailboxView = field(default_factory=MailboxView)
+    tags: dict[int, Tagged] = field(default_factory=dict)
+    upstream_exists: int = 0  # what the upstream has announced (may run ahead of the view)
+
+    @property
+    def hides(self) -> bool:
+        return self.classifier.hides_anything
+
+    def tag_of(self, uid: int) -> Tagged:
+        # Fail closed: a visible message always has a verdict; unknown means top level.
+        return self.tags.get(uid) or self.classifier.unclassifiable()
+
+    def admit(self, uids: list[int], tags: dict[int, Tagged]) -> list[int]:
+        """Append newly known upstream messages; returns those the client may see."""
+        shown = []
+        for uid in uids:
+            tagged = tags.get(uid) or self.classifier.unclassifiable()
+            self.tags[uid] = tagged
+            visible = self.classifier.visible(tagged.level)
+            self.view.append(uid, visible)
+            if visible:
+                shown.append(uid)
+        return shown
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def upstream_seqs(self, uids: list[int]) -> list[int]:
+        return [bisect_left(self.view.uids, uid) + 1 for uid in uids]
+
+    def _seq_set_ok(self, ranges: list[SeqRange]) -> bool:
+        count = self.view.exists
+        for low, high in ranges:
+            for number in (low, high):
+                if number is not None and number > count:
+                    return False
+        return count > 0
+
+    def translate(self, start: CommandStart, args: list[Token]) -> Translated:
+        verb = start.verb
+        if verb in ("FETCH", "STORE", "COPY", "MOVE"):
+            return self._translate_set_command(start, args)
+        if verb == "SEARCH":
+            return Translated(args=self._translate_search(args, uid=start.uid))
+        if verb == "EXPUNGE":
+            return self._translate_expunge(start, args)
+        return Translated(args=args)
+
+    def _translate_set_command(self, start: CommandStart, args: list[Token]) -> Translated:
+        ranges = parse_sequence_set(str(args[0]))
+        if start.uid:
+            uids = self.view.uids_for_uid_set(ranges)
+            if not uids:
+                return Translated(local_text=f"{start.verb.capitalize()} completed")
+            new_set = Atom(format_sequence_set(uids).decode())
+        else:
+            if not self._seq_set_ok(ranges):
+                return Translated(local_status=b"BAD",
+                                  local_text=f"Error in IMAP command {start.verb}: Invalid messageset")
+            uids = self.view.uids_for_sequence_set(ranges)
+            new_set = Atom(format_sequence_set(self.upstream_seqs(uids)).decode())
+        rest = list(args[1:])
+        partials = None
+        if start.verb == "FETCH":
+            rest, partials = self._translate_fetch_items(rest)
+        return Translated(args=[new_set, *rest], partials=partials)
+
+    def _translate_fetch_items(self, items: list[Token]) -> tuple[list[Token], PartialMap]:
+        """Partial sections that start at the top of the message are shifted by our header."""
+        partials = PartialMap()
+        extra = self.classifier.header_length
+
+        def shift(token: Token) -> Token:
+            if not isinstance(token, Atom):
+                return token
+            match = _PARTIAL_ITEM.match(token)
+            if match is None:
+                return token
+            section = match.group(2).encode()
+            kind = section_kind(section)
+            if kind not in ("whole", "header") and not (
+                kind in ("fields", "fields-not") and names_our_header(section)
+            ):
+                return token
+            origin, length = int(match.group(3)), int(match.group(4))
+            if kind in ("fields", "fields-not"):
+                # our header changes the excerpt's length: fetch it whole, slice it here
+                partials.add(section.upper(), Partial(origin, length, 0, True))
+                return Atom(f"{match.group(1)}[{match.group(2)}]")
+            upstream_origin = max(0, origin - extra)
+            stop = origin + length - extra
+            use = stop > 0
+            upstream_length = stop - upstream_origin if use else 1
+            partials.add(section.upper(), Partial(origin, length, upstream_origin, use))
+            return Atom(f"{match.group(1)}[{match.group(2)}]<{upstream_origin}.{upstream_length}>")
+
+        first = items[0] if items else None
+        if isinstance(first, list):
+            return [[shift(t) for t in first], *items[1:]], partials
+        return [shift(t) for t in items], partials
+
+    def _translate_search(self, args: list[Token], *, uid: bool) -> list[Token]:
+        """Sequence-set and UID search keys name only visible messages, in upstream numbers.
+
+        Walks the keys with their arities (``LARGER 1000`` takes a number, not a set)."""
+        del uid  # the result numbers differ, the keys do not
+        keys = list(args)
+        out: list[Token] = []
+        if keys and isinstance(keys[0], Atom) and keys[0].upper() == "CHARSET":
+            out, keys = keys[:2], keys[2:]
+        position = 0
+        while position < len(keys):
+            position = self._search_key(keys, position, out)
+        return out
+
+    def _search_key(self, keys: list[Token], position: int, out: list[Token]) -> int:
+        key = keys[position]
+        if isinstance(key, list):
+            inner: list[Token] = []
+            index = 0
+            while index < len(key):
+                index = self._search_key(key, index, inner)
+            out.append(inner)
+            return position + 1
+        if is_sequence_set(key):
+            uids = self.view.uids_for_sequence_set(parse_sequence_set(str(key)))
+            out.append(Atom(format_sequence_set(self.upstream_seqs(uids)).decode()) if uids else _NOTHING)
+            return position + 1
+        name = key.upper() if isinstance(key, Atom) else ""
+        if name == "UID":
+            uids = self.view.uids_for_uid_set(parse_sequence_set(str(keys[position + 1])))
+            out.extend([key, Atom(format_sequence_set(uids).decode())] if uids else [_NOTHING])
+            return position + 2
+        if name == "NOT":
+            out.append(key)
+            return self._search_key(keys, position + 1, out)
+        if name == "OR":
+            out.append(key)
+            return self._search_key(keys, self._search_key(keys, position + 1, out), out)
+        arity = SEARCH_KEY_ARITY[name]
+        out.extend(keys[position : position + 1 + arity])
+        return position + 1 + arity
+
+    def _translate_expunge(self, start: CommandStart, args: list[Token]) -> Translated:
+        if not self.hides:
+            return Translated(args=args)
+        if start.uid:
+            uids = self.view.uids_for_uid_set(parse_sequence_set(str(args[0])))
+        else:
+            uids = list(self.view.visible)
+        if not uids:
+            return Translated(local_text="Expunge completed")
+        return Translated(args=[Atom(format_sequence_set(uids).decode())], verb="EXPUNGE", uid=True)
+
+    def visible_uid_set(self) -> bytes | None:
+        return format_sequence_set(self.view.visible) if self.view.visible else None
+
+    # -- responses -------------------------------------------------------------------------------
+
+    def search_result(self, numbers: list[int], *, uid: bool) -> list[int]:
+        if uid:
+            return [n for n in numbers if self.view.is_visible(n)]
+        result = []
+        for seq in numbers:
+            if 1 <= seq <= len(self.view.uids):
+                client = self.view.client_seq(self.view.uids[seq - 1])
+                if client is not None:
+                    result.append(client)
+        return sorted(result)

@@ -1,0 +1,159 @@
+"""The classification cache: extracted features per upstream message, in SQLite.
+
+Keyed by (upstream, account, mailbox, UIDVALIDITY, UID). What is stored, per message:
+
+* the engine's ``MessageFeatures`` as JSON (transport hops, authentication results, spam
+  verdicts, content type, sensitivity, list id, participants) and the features version;
+* the offsets of any forged privacy header in the upstream header (to neutralise it);
+* nothing of the message content: no subject, no body, no other header values.
+
+Participants' addresses are stored as SHA-256 digests unless the policy matches on addresses
+(sender/recipient rules, known correspondents); such a policy re-reads headers for entries
+stored without them. Account and mailbox names are stored as digests too. The database file is
+created with mode 0600. The schema is versioned; ``_MIGRATIONS`` upgrades older files in order.
+
+Writes are batched in one transaction per batch of classifications; reads for a whole mailbox
+are one query. A UIDVALIDITY change drops that mailbox's entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+        CREATE TABLE mailbox (
+            id INTEGER PRIMARY KEY,
+            upstream TEXT NOT NULL,
+            account TEXT NOT NULL,      -- sha256 of the account name
+            name TEXT NOT NULL,         -- sha256 of the mailbox name
+            uidvalidity INTEGER NOT NULL,
+            UNIQUE (upstream, account, name)
+        );
+        CREATE TABLE message (
+            mailbox INTEGER NOT NULL REFERENCES mailbox(id) ON DELETE CASCADE,
+            uid INTEGER NOT NULL,
+            features_version INTEGER NOT NULL,
+            clear_addresses INTEGER NOT NULL,
+            features TEXT NOT NULL,     -- JSON of MessageFeatures.to_dict()
+            spoofs TEXT NOT NULL,       -- JSON list of offsets
+            PRIMARY KEY (mailbox, uid)
+        ) WITHOUT ROWID;
+    """,
+}
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxKey:
+    upstream: str
+    account: str
+    mailbox: str
+    uidvalidity: int
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEntry:
+    features: dict  # type: ignore[type-arg]  # MessageFeatures.to_dict()
+    features_version: int
+    clear_addresses: bool
+    spoofs: tuple[int, ...]
+
+
+class ClassificationCache:
+    """SQLite-backed cache; ``path=":memory:"`` keeps it in memory (tests, or no state dir)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # Create the file 0600 before SQLite opens it: it describes people's mail.
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+            os.chmod(self.path, 0o600)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._migrate()
+        self._mailbox_ids: dict[MailboxKey, int] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        for target in sorted(v for v in _MIGRATIONS if v > version):
+            self._db.executescript("BEGIN;" + _MIGRATIONS[target] + f"PRAGMA user_version = {target}; COMMIT;")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _mailbox_id(self, key: MailboxKey) -> int:
+        cached = self._mailbox_ids.get(key)
+        if cached is not None:
+            return cached
+        account, name = digest(key.account), digest(key.mailbox)
+        row = self._db.execute(
+            "SELECT id, uidvalidity FROM mailbox WHERE upstream=? AND account=? AND name=?",
+            (key.upstream, account, name),
+        ).fetchone()
+        if row is not None and row[1] != key.uidvalidity:
+            # UIDVALIDITY changed: every UID we knew names another message now.
+            self._db.execute("DELETE FROM mailbox WHERE id=?", (row[0],))
+            row = None
+        if row is None:
+            cursor = self._db.execute(
+                "INSERT INTO mailbox (upstream, account, name, uidvalidity) VALUES (?, ?, ?, ?)",
+                (key.upstream, account, name, key.uidvalidity),
+            )
+            mailbox_id = int(cursor.lastrowid)  # type: ignore[arg-type]
+        else:
+            mailbox_id = int(row[0])
+        if row is None:
+            self._mailbox_ids.clear()  # an older UIDVALIDITY of this mailbox may be remembered
+        self._mailbox_ids[key] = mailbox_id
+        return mailbox_id
+
+    def get_many(self, key: MailboxKey, uids: Sequence[int] | None = None) -> dict[int, CachedEntry]:
+        """Cached entries of ``key``'s mailbox (all of them, or those of ``uids``)."""
+        mailbox = self._mailbox_id(key)
+        rows = self._db.execute(
+            "SELECT uid, features_version, clear_addresses, features, spoofs FROM message WHERE mailbox=?",
+            (mailbox,),
+        ).fetchall()
+        wanted = None if uids is None else set(uids)
+        result = {}
+        for uid, version, clear, features, spoofs in rows:
+            if wanted is None or uid in wanted:
+                result[uid] = CachedEntry(json.loads(features), version, bool(clear), tuple(json.loads(spoofs)))
+        if wanted is not None:
+            self.hits += len(result)
+            self.misses += len(wanted) - len(result)
+        return result
+
+    def put_many(self, key: MailboxKey, entries: Iterable[tuple[int, CachedEntry]]) -> None:
+        mailbox = self._mailbox_id(key)
+        rows = [
+            (mailbox, uid, e.features_version, int(e.clear_addresses), json.dumps(e.features),
+             json.dumps(list(e.spoofs)))
+            for uid, e in entries
+        ]
+        if not rows:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO message VALUES (?, ?, ?, ?, ?, ?)", rows)
+        self._db.execute("COMMIT")
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM message").fetchone()[0])

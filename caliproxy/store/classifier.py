@@ -1,0 +1,122 @@
+"""The IMAP session's classifier: privacy engine + classification cache + a clearance.
+
+Glue outside the rings: it imports the pure privacy engine and the SQLite cache, and implements
+``caliproxy.imap.classify.Classifier`` for one account on one connection. Verdicts are also kept
+in memory per (account, mailbox, UIDVALIDITY) for the life of the process, so re-selecting a big
+mailbox costs a dictionary lookup, not a JSON decode per message; a new policy starts a new memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from caliproxy.imap.classify import Tagged
+from caliproxy.imap.virtual import spoof_offsets
+from caliproxy.privacy.features import FEATURES_VERSION, MessageContext, MessageFeatures, extract_features
+from caliproxy.privacy.header import HEADER_LENGTH, HEADER_NAME, render_header
+from caliproxy.privacy.policy import Policy
+from caliproxy.privacy.verdict import evaluate
+from caliproxy.store.cache import CachedEntry, ClassificationCache, MailboxKey, digest
+
+_ADDRESS_FIELDS = ("from_addresses", "sender_addresses", "reply_to", "to", "cc", "bcc")
+
+
+def policy_needs_addresses(policy: Policy) -> bool:
+    """True when rules or known correspondents match on participants' addresses."""
+    if policy.known_correspondents:
+        return True
+    return any(rule.match.sender or rule.match.recipient for rule in policy.rules)
+
+
+def redact(features: MessageFeatures) -> MessageFeatures:
+    """Participants replaced by digests (domains are kept; they carry the transport reasoning)."""
+    changes = {
+        name: tuple(f"sha256:{digest(a)[:32]}@{a.rpartition('@')[2]}" for a in getattr(features, name))
+        for name in _ADDRESS_FIELDS
+    }
+    return replace(features, **changes)
+
+
+class VerdictMemory:
+    """Process-wide memory of verdicts under one policy, shared by every connection."""
+
+    def __init__(self, policy: Policy, cache: ClassificationCache, upstream: str) -> None:
+        self.policy = policy
+        self.cache = cache
+        self.upstream = upstream
+        self.keep_addresses = policy_needs_addresses(policy)
+        self._memory: dict[MailboxKey, dict[int, Tagged]] = {}
+        self.unclassifiable = Tagged(policy.levels.highest, _unclassified_block(policy), ())
+
+    def _tag(self, features: MessageFeatures, spoofs: tuple[int, ...]) -> Tagged:
+        verdict = evaluate(features, self.policy)
+        return Tagged(verdict.level.level, render_header(verdict), spoofs)
+
+    def known(self, key: MailboxKey, uids: Sequence[int]) -> dict[int, Tagged]:
+        memory = self._memory.setdefault(key, {})
+        missing = [uid for uid in uids if uid not in memory]
+        if missing:
+            for uid, entry in self.cache.get_many(key, missing).items():
+                if entry.features_version != FEATURES_VERSION:
+                    continue
+                if self.keep_addresses and not entry.clear_addresses:
+                    continue  # stored without addresses; this policy needs them: read again
+                try:
+                    features = MessageFeatures.from_dict(entry.features)
+                except (KeyError, ValueError, TypeError):
+                    continue
+                memory[uid] = self._tag(features, entry.spoofs)
+        return {uid: memory[uid] for uid in uids if uid in memory}
+
+    def classify(self, key: MailboxKey, headers: Sequence[tuple[int, bytes]]) -> dict[int, Tagged]:
+        memory = self._memory.setdefault(key, {})
+        context = MessageContext(key.account, key.mailbox, None, self.policy.header_names)
+        result: dict[int, Tagged] = {}
+        entries = []
+        for uid, header in headers:
+            features = extract_features(header, context)
+            spoofs = spoof_offsets(header)
+            tagged = self._tag(features, spoofs)
+            memory[uid] = result[uid] = tagged
+            stored = features if self.keep_addresses else redact(features)
+            entries.append((uid, CachedEntry(stored.to_dict(), FEATURES_VERSION, self.keep_addresses, spoofs)))
+        self.cache.put_many(key, entries)
+        return result
+
+
+def _unclassified_block(policy: Policy) -> bytes:
+    line = f"{HEADER_NAME}: v=1; level={policy.levels.highest}; unclassified;".encode()
+    return line + b" " * (HEADER_LENGTH - 2 - len(line)) + b"\r\n"
+
+
+class SessionClassifier:
+    """``Classifier`` for one account at one clearance (``None`` clearance: sees everything)."""
+
+    header_length = HEADER_LENGTH
+
+    def __init__(self, memory: VerdictMemory, account: str, clearance: str | None) -> None:
+        self.memory = memory
+        self.account = account
+        self.clearance = clearance
+        self._levels = memory.policy.levels
+
+    def _key(self, mailbox: str, uidvalidity: int) -> MailboxKey:
+        return MailboxKey(self.memory.upstream, self.account, mailbox, uidvalidity)
+
+    def known(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, Tagged]:
+        return self.memory.known(self._key(mailbox, uidvalidity), uids)
+
+    def classify(self, mailbox: str, uidvalidity: int, headers: Sequence[tuple[int, bytes]]
+                 ) -> dict[int, Tagged]:
+        return self.memory.classify(self._key(mailbox, uidvalidity), headers)
+
+    def visible(self, level: str) -> bool:
+        return self.clearance is None or self._levels.visible(level, self.clearance)
+
+    @property
+    def hides_anything(self) -> bool:
+        return self.clearance is not None and self.clearance != self._levels.highest
+
+    def unclassifiable(self) -> Tagged:
+        return self.memory.unclassifiable
