@@ -9,11 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def _sizes(name: str, chunks: list[bytes]) -> str:
+    # Sends carry credentials and message content: their repr (in logs, tracebacks, test output)
+    # shows only sizes.
+    return f"{name}({len(chunks)} chunks, {sum(len(c) for c in chunks)} bytes)"
+
+
 @dataclass(slots=True)
 class SendClient:
     """Bytes for the client. Consecutive sends are merged into one list of chunks."""
 
     chunks: list[bytes] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return _sizes("SendClient", self.chunks)
 
 
 @dataclass(slots=True)
@@ -21,6 +30,9 @@ class SendServer:
     """Bytes for the upstream server."""
 
     chunks: list[bytes] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return _sizes("SendServer", self.chunks)
 
 
 @dataclass(frozen=True, slots=True)

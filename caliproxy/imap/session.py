@@ -399,15 +399,21 @@ class ProxySession:
         self._to_client(data)
 
     def _tagged(self, response: Response, data: bytes) -> None:
-        tag = response.tag
-        assert tag is not None
+        tag, status = response.tag, response.status
+        assert tag is not None and status is not None
         pending = self._pending.pop(tag, None)
-        if pending is None:
+        if pending is None or pending.local_response is not None:
+            # (a command we answer ourselves never went upstream)
             raise ServerProtocolError("tagged response to no command in flight")
         if self._gate is not None and self._gate.tag == tag:
             # The upstream refused the command instead of asking for its literal: drop the rest.
             self._held = deque(item for item in self._held if item[0] != tag)
             self._open_gate()
+            current = self._assembling
+            if current is not None and current.streaming and current.start is pending.start:
+                # An APPEND the client is still sending: the upstream will not read the rest of
+                # it, so none of it may reach the upstream (it would be read as commands).
+                current.error = "refused by the upstream"
         if tag == self._auth_tag:
             self._auth_tag = None
             self._client.literals_enabled = True
@@ -416,18 +422,18 @@ class ProxySession:
             self._idling = False
             self._client.literals_enabled = True
         verb = pending.start.verb
-        if response.status == b"OK" and verb in ("LOGIN", "AUTHENTICATE") and not pending.start.uid:
+        if status == b"OK" and verb in ("LOGIN", "AUTHENTICATE") and not pending.start.uid:
             self.authenticated = True
             self.account = pending.account
             self._actions.append(Authenticated(pending.account or ""))
         if response.code is not None and response.code.name == b"CAPABILITY":
             self.upstream_caps = parse_capabilities(response.code.args)
             data = (
-                tag + b" " + response.status + b" [CAPABILITY " + self._offered() + b"] "
+                tag + b" " + status + b" [CAPABILITY " + self._offered() + b"] "
                 + response.text + b"\r\n"
             )
         self._to_client(data)
-        self._actions.append(CommandDone(pending.start.name, response.status.decode(), local=False))
+        self._actions.append(CommandDone(pending.start.name, status.decode(), local=False))
         self._flush_local()
 
     def _flush_local(self) -> None:
@@ -535,6 +541,8 @@ class ProxySession:
 
     def _announce_literal(self, current: _Assembling, line: Line) -> None:
         assert line.literal is not None
+        if line.binary and current.error is None:
+            current.error = "literal8 is not offered"  # in any fragment, not only the first
         too_big = line.literal > self.settings.max_line
         if too_big and current.error is None:
             current.error = "literal too large for this command"
@@ -557,7 +565,8 @@ class ProxySession:
         assert current is not None
         if current.streaming:
             assert current.start is not None
-            self._to_server(current.start.tag, chunk.data)
+            if current.error is None:
+                self._to_server(current.start.tag, chunk.data)
             return
         if current.error is None:
             current.literal_buf.append(chunk.data)
@@ -594,6 +603,7 @@ class ProxySession:
         pending = _Pending(start)
         if start.verb == "LOGIN" and not start.uid:
             login_name = args[0]
+            assert not isinstance(login_name, list)  # commands.check: an astring
             pending.account = _account_name(login_name if isinstance(login_name, bytes) else login_name.encode())
         self._pending[start.tag] = pending
         self._forward(start.tag, current)
@@ -606,7 +616,8 @@ class ProxySession:
             self._client.literals_enabled = False
             if len(args) == 2:
                 initial = args[1]
-                self._note_sasl_account(initial if isinstance(initial, bytes) else initial.encode())
+                assert isinstance(initial, Atom)  # commands.check: base64 or "="
+                self._note_sasl_account(initial.encode())
         elif start.verb == "IDLE":
             self._idle_tag = start.tag
 
@@ -665,6 +676,14 @@ class ProxySession:
     def _append_continuation(self, current: _Assembling, line: Line) -> None:
         start = current.start
         assert start is not None
+        if current.error is not None:
+            # Refused by the upstream mid-stream: absorb the rest of the command, forward nothing.
+            if line.literal is None:
+                self._assembling = None
+            elif line.sync:
+                self._client.refuse_literal()  # the client already has the tagged answer
+                self._assembling = None
+            return
         text = line.without_marker()
         if line.literal is None:
             if text.strip():
@@ -756,7 +775,8 @@ class ProxySession:
         if self._auth_mechanism == b"PLAIN" and step == 0:
             fields = decoded.split(b"\0")
             if len(fields) == 3:
-                pending.account = _account_name(fields[1])
+                # RFC 4616: with an authorization identity the session acts as that identity.
+                pending.account = _account_name(fields[0] or fields[1])
         elif self._auth_mechanism == b"LOGIN" and step == 0:
             pending.account = _account_name(decoded)
 
