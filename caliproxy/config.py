@@ -19,6 +19,8 @@ import yaml
 from caliproxy.errors import ConfigError
 from caliproxy.policy_config import policy_from_mapping
 from caliproxy.privacy.policy import Policy
+from caliproxy.privacy.trust import Device, TrustPolicy
+from caliproxy.trust_config import trust_from_mapping
 
 TLS_MODES = ("implicit", "starttls", "none")
 
@@ -34,6 +36,8 @@ class ListenerConfig:
     tls: str  # implicit | starttls | none
     allow_plaintext_login: bool
     tagging: bool = True  # add the privacy header to messages read or sent through it
+    proxy_protocol: bool = False  # connections start with a HAProxy PROXY header (v1 or v2)
+    proxy_protocol_from: tuple[str, ...] = ()  # load balancers allowed to send it (CIDR)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class TLSConfig:
 
     certificate: Path
     key: Path
+    client_ca: Path | None = None  # the device CA: client certificates are requested, not required
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,9 @@ class Config:
     source: str = "<config>"
     policy: Policy = field(default_factory=Policy)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    trust: TrustPolicy = field(default_factory=TrustPolicy)  # no rules: the lowest level for all
+    devices: tuple[Device, ...] = ()  # the device registry (also in trust.devices)
+    proxy_protocol_from: tuple[str, ...] = ()  # default load balancers for proxy_protocol listeners
 
 
 # -- reading YAML with line numbers ---------------------------------------------------------------
@@ -203,7 +211,8 @@ def _readable_file(r: _Reader, base: Path) -> Callable[[str], str | None]:
 # -- sections -------------------------------------------------------------------------------------
 
 
-def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool) -> tuple[ListenerConfig, ...]:
+def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool,
+               proxy_from: tuple[str, ...] = ()) -> tuple[ListenerConfig, ...]:
     result = []
     seen: dict[tuple[str, int], str] = {}
     names: set[str] = set()
@@ -213,7 +222,8 @@ def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool) -> tuple[List
     for index, item in enumerate(items):
         path = f"listeners[{index}]"
         keys = r.mapping(item, path, {"name", "protocol", "address", "port", "tls",
-                                      "allow_plaintext_login", "tagging"}, {"name", "port", "tls"})
+                                      "allow_plaintext_login", "tagging", "proxy_protocol",
+                                      "proxy_protocol_from"}, {"name", "port", "tls"})
         name = r.scalar(keys.get("name"), f"{path}.name", str, default=f"listener{index}")
         protocol = r.scalar(keys.get("protocol"), f"{path}.protocol", str, "imap",
                             _one_of("imap", "smtp"))
@@ -225,13 +235,21 @@ def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool) -> tuple[List
                     f"tls: {tls} needs the top-level tls: certificate and key")
         plain = r.scalar(keys.get("allow_plaintext_login"), f"{path}.allow_plaintext_login", bool, False)
         tagging = r.scalar(keys.get("tagging"), f"{path}.tagging", bool, True)
+        proxied = r.scalar(keys.get("proxy_protocol"), f"{path}.proxy_protocol", bool, False)
+        balancers = (_networks(r, keys["proxy_protocol_from"], f"{path}.proxy_protocol_from")
+                     if "proxy_protocol_from" in keys else proxy_from)
+        if proxied and not balancers:
+            r.error(keys.get("proxy_protocol"), f"{path}.proxy_protocol",
+                    "needs proxy_protocol_from (here or at the top level): the load balancers "
+                    "allowed to send PROXY headers")
         if name in names:
             r.error(keys.get("name"), f"{path}.name", f"duplicate listener name {name!r}")
         names.add(name)
         if port and (address, port) in seen:
             r.error(keys.get("port"), f"{path}.port", f"{address}:{port} is also used by {seen[address, port]}")
         seen[address, port] = name
-        result.append(ListenerConfig(name, protocol, address, port, tls, plain, tagging))
+        result.append(ListenerConfig(name, protocol, address, port, tls, plain, tagging, proxied,
+                                     balancers if proxied else ()))
     return tuple(result)
 
 
@@ -261,12 +279,30 @@ def _upstream(r: _Reader, node: yaml.Node | None, path: str, base: Path) -> Upst
 def _tls(r: _Reader, node: yaml.Node | None, base: Path) -> TLSConfig | None:
     if node is None:
         return None
-    keys = r.mapping(node, "tls", {"certificate", "key"}, {"certificate", "key"})
+    keys = r.mapping(node, "tls", {"certificate", "key", "client_ca"}, {"certificate", "key"})
     cert = r.scalar(keys.get("certificate"), "tls.certificate", str, None, _readable_file(r, base))
     key = r.scalar(keys.get("key"), "tls.key", str, None, _readable_file(r, base))
+    client_ca = r.scalar(keys.get("client_ca"), "tls.client_ca", str, None, _readable_file(r, base))
     if cert is None or key is None:
         return None
-    return TLSConfig(base / cert, base / key)
+    return TLSConfig(base / cert, base / key, base / client_ca if client_ca else None)
+
+
+def _networks(r: _Reader, node: yaml.Node | None, path: str) -> tuple[str, ...]:
+    result = []
+    for index, item in enumerate(r.sequence(node, path)):
+        text = r.scalar(item, f"{path}[{index}]", str, None, _network)
+        if text is not None:
+            result.append(text)
+    return tuple(result)
+
+
+def _network(value: str) -> str | None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return "must be an IP network (CIDR) or address"
+    return None
 
 
 def _limits(r: _Reader, node: yaml.Node | None) -> LimitsConfig:
@@ -309,6 +345,27 @@ def _policy(r: _Reader, node: yaml.Node | None) -> Policy:
         return Policy()
 
 
+def _trust(r: _Reader, trust: yaml.Node | None, devices: yaml.Node | None, policy: Policy,
+           listeners: tuple[ListenerConfig, ...]) -> TrustPolicy:
+    lines: dict[str, int] = {}
+    trust_data = _plain(trust, "trust", lines) if trust is not None else None
+    devices_data = _plain(devices, "devices", lines) if devices is not None else None
+    if trust_data is not None and not isinstance(trust_data, dict):
+        r.error(trust, "trust", "must be a mapping")
+        return TrustPolicy(policy.levels)
+    try:
+        result = trust_from_mapping(trust_data, devices_data, levels=policy.levels, lines=lines)
+    except ConfigError as exc:
+        r.errors.extend(f"{r.source}: {line}" for line in str(exc).splitlines())
+        return TrustPolicy(policy.levels)
+    names = {listener.name for listener in listeners}
+    for index, rule in enumerate(result.rules):
+        for unknown in sorted(set(rule.listeners) - names):
+            r.error(trust, f"trust.rules[{index}].match.listener",
+                    f"no listener is named {unknown!r}")
+    return result
+
+
 def _cache(r: _Reader, node: yaml.Node | None, base: Path) -> CacheConfig:
     keys = r.mapping(node, "cache", {"path"})
     path = r.scalar(keys.get("path"), "cache.path", str, ":memory:")
@@ -339,8 +396,11 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     if root is None:
         raise ConfigError(f"{source}: the file is empty")
     top = r.mapping(root, "", {"listeners", "upstream", "tls", "limits", "logging", "policy",
-                               "cache"}, {"listeners", "upstream"})
-    listeners = _listeners(r, top.get("listeners"), "tls" in top)
+                               "cache", "trust", "devices", "proxy_protocol_from"},
+                    {"listeners", "upstream"})
+    proxy_from = (_networks(r, top["proxy_protocol_from"], "proxy_protocol_from")
+                  if "proxy_protocol_from" in top else ())
+    listeners = _listeners(r, top.get("listeners"), "tls" in top, proxy_from)
     upstream, upstream_smtp = _upstreams(r, top.get("upstream"), base)
     for index, listener in enumerate(listeners):
         if listener.protocol == "smtp" and upstream_smtp is None:
@@ -351,10 +411,11 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     logging_config = _logging(r, top.get("logging"))
     policy = _policy(r, top.get("policy"))
     cache = _cache(r, top.get("cache"), base)
+    trust = _trust(r, top.get("trust"), top.get("devices"), policy, listeners)
     if r.errors:
         raise ConfigError("\n".join(r.errors))
     return Config(tuple(listeners), upstream, tls, upstream_smtp, limits, logging_config, source,
-                  policy, cache)
+                  policy, cache, trust, trust.devices, proxy_from)
 
 
 def load_config(path: str | Path, *, check_files: bool = True) -> Config:

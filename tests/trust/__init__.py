@@ -1,0 +1,1 @@
+"""Connection trust: facts → clearance, its configuration, PROXY protocol, and real handshakes."""
