@@ -5,10 +5,11 @@ Format (one unfolded line, ``HEADER_LENGTH`` bytes including CRLF, padded with s
 CRLF so every message grows by the same number of bytes whatever its verdict — DESIGN §4)::
 
     X-Caliproxy-Privacy: v=1; level=confidential; pi=72; grade=B; t=80; a=100; p=0; c=60;
-        r=TLS12 DMARC+ DKIM+ DKIMA SPF+ XHOP NOE2E FROMKV RCPTK;<spaces>CRLF
+        r=TLS12 DMARC+ DKIM+ DKIMA SPF+ NOE2E FROMKV RCPTK;<spaces>CRLF
 
 (shown folded here; rendered on one line). ``pi`` is the aggregate, ``t a p c`` the transport,
-authenticity, protection and correspondents axes, ``r`` the reason codes of docs/privacy-index.md.
+authenticity, protection and correspondents axes, ``r`` the reason codes of docs/privacy-index.md
+(notes about claims set aside are left out, so forged claims do not change the header).
 Every key ends with ``;`` so a mail filter can test "contains ``level=secret;``".
 
 Pure module: standard library only plus ``caliproxy.errors`` and ``caliproxy.privacy.*``; no IO.
@@ -62,7 +63,7 @@ class PrivacyHeader:
             aggregate=index.aggregate,
             grade=index.grade,
             axes=tuple((a.axis.value, a.score) for a in index.axes),
-            reasons=tuple(r.code for r in index.reasons),
+            reasons=tuple(r.code for r in index.reasons if not REASONS[r.code].note),
         )
 
     def axis(self, name: str) -> int:
@@ -83,6 +84,18 @@ def render_header(verdict: Verdict | PrivacyHeader) -> bytes:
         # renders the longest possible verdict.
         raise PrivacyHeaderError(f"privacy header overflows {HEADER_LENGTH} bytes")
     return line + b" " * padding + b"\r\n"
+
+
+def render_unclassified(level: str) -> bytes:
+    """The header for a message that could not be judged, ``HEADER_LENGTH`` bytes.
+
+    ``level`` is the level it is treated as (the caller's fail-closed choice, normally the
+    highest). ``parse_header`` refuses it: it carries no verdict.
+    """
+    if not _LEVEL.match(level):
+        raise PrivacyHeaderError(f"invalid level {level!r}")
+    line = f"{HEADER_NAME}: v={INDEX_VERSION}; level={level}; unclassified;".encode("ascii")
+    return line + b" " * (HEADER_LENGTH - 2 - len(line)) + b"\r\n"
 
 
 # One "key=value;" pair; values never contain ";".
@@ -132,7 +145,7 @@ def parse_header(data: bytes) -> PrivacyHeader:
         if not _SCORE.match(pairs[key]):
             raise PrivacyHeaderError(f"invalid score {key}={pairs[key]!r}")
     reasons = tuple(pairs["r"].split())
-    unknown = [code for code in reasons if code not in REASONS]
+    unknown = [code for code in reasons if code not in REASONS or REASONS[code].note]
     if unknown:
         raise PrivacyHeaderError(f"unknown reason codes {unknown}")
     return PrivacyHeader(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from caliproxy.errors import PolicyError
 from caliproxy.privacy.addresses import AddressPattern, GlobPattern, normalise_domain
-from caliproxy.privacy.features import SENSITIVITY_VALUES
+from caliproxy.privacy.features import FEATURES_VERSION, SENSITIVITY_VALUES, MessageFeatures
 from caliproxy.privacy.levels import LevelScale
 from caliproxy.privacy.scoring import GRADES, Axis
 
@@ -216,6 +216,14 @@ class Policy:
     def header_names(self) -> frozenset[str]:
         """Header fields whose values rules read; pass them as ``MessageContext.keep_headers``."""
         return self._header_names
+
+    def can_judge(self, features: MessageFeatures) -> bool:
+        """True when ``features`` (say, from a cache) carry everything this policy reads: the current
+        extraction version and the value of every header a rule tests. Otherwise extract again."""
+        return (
+            features.version == FEATURES_VERSION
+            and self._header_names <= features.kept_header_names
+        )
 
     def is_known(self, address: str) -> bool:
         return any(pattern.matches(address) for pattern in self.known_correspondents)

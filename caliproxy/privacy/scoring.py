@@ -58,7 +58,9 @@ class ReasonSpec:
     """One row of the table.
 
     ``slot`` groups codes of which at most one can be given to a message (the hop's TLS version,
-    the DMARC result…); the privacy header's constant length is sized from it.
+    the DMARC result…); the privacy header's constant length is sized from it. A ``note`` records
+    a claim that was set aside: ``explain`` shows it, the privacy header does not carry it, so a
+    forged claim leaves the injected header byte for byte unchanged.
     """
 
     code: str
@@ -66,6 +68,7 @@ class ReasonSpec:
     slot: str
     points: int
     meaning: str
+    note: bool = False
 
 
 _T, _A, _P, _C = Axis.TRANSPORT, Axis.AUTHENTICITY, Axis.PROTECTION, Axis.CORRESPONDENTS
@@ -84,7 +87,9 @@ _TABLE = (
     ReasonSpec(
         "INCLR", _T, "internal", -20, "a hop between trusted relays crossed a network in clear"
     ),
-    ReasonSpec("XHOP", _T, "outside", 0, "hops below the boundary were counted, never believed"),
+    ReasonSpec(
+        "XHOP", _T, "outside", 0, "hops below the boundary were counted, never believed", note=True
+    ),
     # Authenticity: only Authentication-Results from a trusted authserv-id above the boundary.
     ReasonSpec("AUTHSUB", _A, "submission", 100, "authenticated submission to a trusted relay"),
     ReasonSpec("DMARC+", _A, "dmarc", 40, "DMARC pass for the From domain"),
@@ -97,7 +102,14 @@ _TABLE = (
     ReasonSpec("SPF-", _A, "spf", -20, "SPF fail"),
     ReasonSpec("ARC+", _A, "arc", 10, "ARC chain passed (counted only without DMARC pass)"),
     ReasonSpec("NOAR", _A, "none", 0, "no trusted authentication result"),
-    ReasonSpec("ARIGN", _A, "ignored", 0, "untrusted or misplaced Authentication-Results ignored"),
+    ReasonSpec(
+        "ARIGN",
+        _A,
+        "ignored",
+        0,
+        "untrusted or misplaced Authentication-Results ignored",
+        note=True,
+    ),
     # Protection: what the message's own MIME structure (or inline armour) declares.
     ReasonSpec("PGPENC", _P, "content", 100, "PGP/MIME encrypted"),
     ReasonSpec("SMIMEENC", _P, "content", 100, "S/MIME enveloped (encrypted)"),
