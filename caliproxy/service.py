@@ -6,7 +6,10 @@ The only module that knows every part. ``make_service(config, reactor)`` returns
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
+from collections import Counter
 from typing import Any
 
 from twisted.application import internet, service
@@ -16,10 +19,19 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from caliproxy.config import Config, ListenerConfig
 from caliproxy.errors import ConfigError
 from caliproxy.imap.session import SessionSettings, UpstreamSecurity
-from caliproxy.net import tls
+from caliproxy.net import facts, tls
 from caliproxy.net.imap_proxy import ClientFactory, ListenerContext, UpstreamEndpoint
+from caliproxy.net.proxy_protocol import ProxyProtocolFactory, parse_networks
+from caliproxy.store.cache import ClassificationCache
+from caliproxy.store.classifier import SessionClassifier, VerdictMemory
+from caliproxy.net.smtp_server import SubmissionContext, SubmissionListener
+from caliproxy.net.smtp_tls import server_ssl_context
+from caliproxy.net.smtp_upstream import UpstreamTarget
+from caliproxy.smtp.relay import LoginChecked, MessageRelayed
+from caliproxy.smtp.tagging import NO_TAGGING, PrivacyTagger
 
 log = logging.getLogger("caliproxy.service")
+audit = logging.getLogger("caliproxy.audit")
 
 
 class Connections:
@@ -39,9 +51,29 @@ class Connections:
             if subject in self.open:
                 log.info("connection from %s on %s closed", subject.peer, subject.context.name)
             self.open.discard(subject)
+        elif kind == "classified":
+            # One line per session: who, from where, what it may see and why (never credentials).
+            decided = subject.clearance
+            audit.info("clearance level=%s listener=%s client=%s account=%s rule=%s reasons=%s",
+                       decided.level, subject.context.name, subject.client_address,
+                       json.dumps(subject.session.account), json.dumps(decided.rule),
+                       json.dumps(list(decided.reasons)))
         elif kind == "authenticated":
             log.info("connection from %s on %s authenticated as %r", subject.peer,
                      subject.context.name, subject.session.account)
+
+
+class SubmissionEvents:
+    """Counts what the SMTP listeners report (metrics will observe the same events)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, MessageRelayed):
+            self.counts["message", event.outcome.value, event.level or "-"] += 1
+        elif isinstance(event, LoginChecked):
+            self.counts["login", event.outcome.value, "-"] += 1
 
 
 class ProxyService(service.MultiService):
@@ -52,10 +84,19 @@ class ProxyService(service.MultiService):
         self.config = config
         self.reactor = reactor
         self.connections = Connections()
+        self.submissions = SubmissionEvents()
         self.ports: dict[str, Any] = {}
+        self.cache = ClassificationCache(config.cache.path)
+        upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
+        self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id)
+        self._smtp_ssl_context: Any = None
+        # The name we give in SMTP greetings and EHLO upstream; no DNS lookup (getfqdn may block).
+        self._hostname = socket.gethostname() or "caliproxy"
         server_options = (
             tls.server_options(config.tls.certificate, config.tls.key) if config.tls else None
         )
+        if config.tls is not None and (config.tls.client_ca or config.trust.uses_certificates):
+            facts.request_client_certificates(server_options, config.tls.client_ca)
         upstream = config.upstream_imap
         if upstream.tls == "none":
             log.warning("upstream %s:%d is configured with tls: none; credentials and mail cross "
@@ -70,9 +111,12 @@ class ProxyService(service.MultiService):
             tls_options=client_options,
             connect_timeout=upstream.connect_timeout,
         )
+        smtp_upstream = self._smtp_upstream() if config.upstream_smtp is not None else None
         for listener in config.listeners:
             if listener.protocol == "imap":
                 self._add_listener(listener, endpoint, server_options)
+            elif listener.protocol == "smtp" and smtp_upstream is not None:
+                self._add_smtp_listener(listener, smtp_upstream)
             else:
                 raise ConfigError(f"listener {listener.name}: protocol {listener.protocol} is not "
                                   "served by this version")
@@ -96,10 +140,18 @@ class ProxyService(service.MultiService):
             server_tls_options=server_options if listener.tls == "starttls" else None,
             preauth_timeout=self.config.limits.preauth_timeout,
             idle_timeout=self.config.limits.idle_timeout,
+            trust=self.config.trust,
+            tagging=listener.tagging,
+            classifier_for=lambda account, level, tagging=listener.tagging: self._classifier(
+                account, level, tagging),
         )
         factory: Any = ClientFactory(context, self.reactor, self.connections)
         if listener.tls == "implicit":
             factory = TLSMemoryBIOFactory(server_options, False, factory)
+        if listener.proxy_protocol:
+            # Outermost: the PROXY header comes before any TLS.
+            factory = ProxyProtocolFactory(factory, reactor=self.reactor, listener=listener.name,
+                                           allowed_from=parse_networks(listener.proxy_protocol_from))
         if ":" in listener.address:
             endpoint: Any = endpoints.TCP6ServerEndpoint(self.reactor, listener.port,
                                                          interface=listener.address)
@@ -108,6 +160,40 @@ class ProxyService(service.MultiService):
                                                     interface=listener.address)
         child = _ListeningService(endpoint, factory, listener.name, self.ports)
         child.setServiceParent(self)
+
+    def _smtp_upstream(self) -> UpstreamTarget:
+        upstream = self.config.upstream_smtp
+        assert upstream is not None
+        if upstream.tls == "none":
+            log.warning("smtp upstream %s:%d is configured with tls: none; credentials and mail "
+                        "cross the network in clear", upstream.host, upstream.port)
+            client_options = None
+        else:
+            client_options = tls.client_options(upstream.verify_name, upstream.ca_file)
+        return UpstreamTarget(host=upstream.host, port=upstream.port, tls=upstream.tls,
+                              tls_options=client_options, connect_timeout=upstream.connect_timeout)
+
+    def _add_smtp_listener(self, listener: ListenerConfig, upstream: UpstreamTarget) -> None:
+        config = self.config
+        if self._smtp_ssl_context is None and config.tls is not None:
+            self._smtp_ssl_context = server_ssl_context(config.tls.certificate, config.tls.key)
+        context = SubmissionContext(
+            name=listener.name,
+            address=listener.address,
+            port=listener.port,
+            tls=listener.tls,
+            allow_plaintext=listener.allow_plaintext_login,
+            ssl_context=self._smtp_ssl_context if listener.tls != "none" else None,
+            upstream=upstream,
+            tagger=PrivacyTagger(config.policy) if listener.tagging else NO_TAGGING,
+            hostname=self._hostname,
+        )
+        SubmissionListener(context, self.reactor, self.ports, self.submissions).setServiceParent(self)
+
+    def _classifier(self, account: str, level: str | None, tagging: bool) -> SessionClassifier | None:
+        if level is None and not tagging:
+            return None  # nothing to tag and nothing to hide: a plain relay
+        return SessionClassifier(self.verdicts, account, level)
 
     def stopService(self) -> Any:
         for protocol in list(self.connections.open):

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.upstreams",
     "tests.fixtures.proxy",
+    "tests.fixtures.smtp_upstreams",
 ]

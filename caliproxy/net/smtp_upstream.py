@@ -1,0 +1,270 @@
+"""Our SMTP client connection to the upstream submission server (IO shell).
+
+One :class:`UpstreamSession` per client connection: it connects (implicit TLS, STARTTLS or
+plain, certificates verified by Twisted/pyOpenSSL with ``tls.client_options``), reads the
+greeting, says EHLO, logs in with the client's credentials, and then carries that client's
+transactions one command at a time. Every wait is bounded by a timeout; a timeout, a lost
+connection or a reply that breaks the protocol raises :class:`UpstreamFailure`, after which the
+session is closed for good (its state is unknown, so nothing more is sent on it).
+
+Twisted does the IO and TLS; the handler coroutines await it on the same asyncio loop through
+``Deferred.asFuture``. What to send and what a reply means belong to ``caliproxy.smtp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, endpoints
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from caliproxy.errors import ServerProtocolError
+from caliproxy.net.imap_proxy import describe_failure
+from caliproxy.smtp.commands import Credentials, auth_login_steps, auth_plain_command
+from caliproxy.smtp.extensions import Extensions
+from caliproxy.smtp.message import dot_stuff
+from caliproxy.smtp.relay import is_final
+from caliproxy.smtp.replies import Reply, ReplyParser
+
+
+class UpstreamFailure(Exception):
+    """The upstream could not be reached, went away, stalled or broke the protocol. Whatever was
+    in progress did not complete as far as we know: the client must be told 4xx."""
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """Where and how to reach the upstream submission server."""
+
+    host: str
+    port: int
+    tls: str  # implicit | starttls | none
+    tls_options: Any  # IOpenSSLClientConnectionCreator; None for tls: none
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class UpstreamTimeouts:
+    """How long to wait for each upstream reply, in seconds.
+
+    RFC 5321 §4.5.3.2 allows a server minutes per step; we give up sooner, because the client is
+    waiting on us with its own timeout (Thunderbird: 100 s) and must hear a 4xx from us before it
+    gives up, or it cannot tell a lost message from a refused one.
+    """
+
+    greeting: float = 60.0
+    command: float = 60.0
+    data_start: float = 60.0
+    data_end: float = 90.0
+
+
+class _UpstreamProtocol(Protocol):
+    """Bytes from the upstream become replies, handed to at most one waiting command."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.parser = ReplyParser()
+        self.replies: deque[Reply] = deque()
+        self.waiter: defer.Deferred[Reply] | None = None
+        self.timer: Any = None
+        self.lost: str | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.replies.extend(self.parser.receive_data(data))
+        except ServerProtocolError as exc:
+            self.abort(f"protocol error: {exc}")
+            return
+        self._deliver()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = self.lost or describe_failure(reason)
+        self._fail(UpstreamFailure(f"upstream connection {self.lost}"))
+
+    def next_reply(self, timeout: float) -> defer.Deferred[Reply]:
+        if self.replies:
+            return defer.succeed(self.replies.popleft())
+        if self.lost is not None:
+            return defer.fail(UpstreamFailure(f"upstream connection {self.lost}"))
+        assert self.waiter is None, "one command at a time"
+        self.waiter = defer.Deferred(lambda _: self.abort("abandoned"))
+        self.timer = self.reactor.callLater(timeout, self.abort, f"silent for {timeout:g} s")
+        return self.waiter
+
+    def send(self, data: bytes) -> None:
+        if self.lost is None:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def start_tls(self, options: Any) -> None:
+        # Anything the upstream sent after its 220 to STARTTLS arrived in clear: reading it as
+        # part of the TLS session would let a man in the middle inject replies (RFC 3207 §6).
+        if self.parser.pending or self.replies:
+            self.abort("sent data before the TLS handshake")
+            raise UpstreamFailure("upstream sent data before the TLS handshake")
+        self.transport.startTLS(options)  # type: ignore[union-attr]
+
+    def abort(self, why: str) -> None:
+        if self.lost is None:
+            self.lost = why
+        self._fail(UpstreamFailure(f"upstream connection {self.lost}"))
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _deliver(self) -> None:
+        if self.waiter is not None and self.replies:
+            waiter, self.waiter = self.waiter, None
+            self._cancel_timer()
+            waiter.callback(self.replies.popleft())
+
+    def _fail(self, exc: UpstreamFailure) -> None:
+        self._cancel_timer()
+        if self.waiter is not None:
+            waiter, self.waiter = self.waiter, None
+            waiter.errback(exc)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
+class UpstreamSession:
+    """One logged-in (or about to be) connection to the upstream, used by one client."""
+
+    def __init__(self, target: UpstreamTarget, timeouts: UpstreamTimeouts, reactor: Any,
+                 loop: asyncio.AbstractEventLoop, helo_name: str) -> None:
+        self.target = target
+        self.timeouts = timeouts
+        self.reactor = reactor
+        self.loop = loop
+        self.helo_name = helo_name
+        self.extensions = Extensions()
+        self._protocol: _UpstreamProtocol | None = None
+        self._broken: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.target.tls != "none"
+
+    @property
+    def usable(self) -> bool:
+        return self._protocol is not None and self._protocol.lost is None and self._broken is None
+
+    async def open(self) -> Extensions:
+        """Connect, read the greeting, EHLO (and STARTTLS, EHLO again); return the extensions."""
+        target = self.target
+        endpoint: Any = (endpoints.TCP6ClientEndpoint if ":" in target.host
+                         else endpoints.TCP4ClientEndpoint)(
+            self.reactor, target.host, target.port, timeout=target.connect_timeout)
+        if target.tls == "implicit":
+            endpoint = endpoints.wrapClientTLS(target.tls_options, endpoint)
+        protocol = _UpstreamProtocol(self.reactor)
+        try:
+            await self._wait(endpoints.connectProtocol(endpoint, protocol))
+        except UpstreamFailure:
+            raise
+        except Exception as exc:
+            raise UpstreamFailure(describe_failure(Failure(exc))) from None
+        self._protocol = protocol
+        greeting = await self._reply(self.timeouts.greeting)
+        if greeting.code != 220:
+            self.close()
+            raise UpstreamFailure(f"upstream greeted with {greeting.code}")
+        extensions = await self._ehlo()
+        if target.tls == "starttls":
+            if not extensions.has("STARTTLS"):
+                self.close()
+                raise UpstreamFailure("upstream does not offer STARTTLS")
+            reply = await self.command(b"STARTTLS")
+            if reply.code != 220:
+                self.close()
+                raise UpstreamFailure(f"upstream refused STARTTLS with {reply.code}")
+            protocol.start_tls(target.tls_options)
+            extensions = await self._ehlo()
+        self.extensions = extensions
+        return extensions
+
+    async def command(self, line: bytes, timeout: float | None = None) -> Reply:
+        """Send one command line and return its final reply."""
+        protocol = self._require()
+        protocol.send(line + b"\r\n")
+        reply = await self._reply(self.timeouts.command if timeout is None else timeout)
+        if not is_final(reply) and not line.startswith((b"AUTH", b"DATA")):
+            self._break(f"replied {reply.code} to a command that takes no continuation")
+        return reply
+
+    async def login(self, credentials: Credentials) -> Reply:
+        """Log in with the client's credentials (PLAIN with initial response, else LOGIN)."""
+        mechanism = self.extensions.upstream_mechanism()
+        if mechanism == "PLAIN":
+            reply = await self.command(auth_plain_command(credentials))
+        else:
+            first, password = auth_login_steps(credentials)
+            reply = await self.command(first)
+            if reply.code == 334:
+                reply = await self.command(password)
+        if reply.intermediate:
+            # a challenge we did not expect: cancel the exchange (RFC 4954 §4) and call it failed
+            reply = await self.command(b"*")
+            if reply.intermediate:
+                self._break("kept challenging after AUTH was cancelled")
+            return Reply.of(535, "5.7.8 Authentication failed")
+        return reply
+
+    async def send_message(self, payload: bytes) -> tuple[Reply, float]:
+        """DATA, the dot-stuffed message, and the final reply; also the seconds it took."""
+        started = time.monotonic()
+        reply = await self.command(b"DATA", self.timeouts.data_start)
+        if reply.code != 354:
+            if reply.intermediate:
+                self._break(f"replied {reply.code} to DATA")
+            return reply, time.monotonic() - started
+        protocol = self._require()
+        protocol.send(dot_stuff(payload))
+        final = await self._reply(self.timeouts.data_end)
+        if not is_final(final):
+            self._break(f"replied {final.code} to the end of data")
+        return final, time.monotonic() - started
+
+    def close(self) -> None:
+        """Say QUIT without waiting for the answer, then close."""
+        protocol, self._protocol = self._protocol, None
+        if protocol is None or protocol.transport is None:
+            return
+        if protocol.lost is None:
+            protocol.send(b"QUIT\r\n")
+            protocol.lost = "closed by us"
+        protocol.transport.loseConnection()
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _ehlo(self) -> Extensions:
+        reply = await self.command(b"EHLO " + self.helo_name.encode("ascii", "replace"))
+        if not reply.positive:
+            self.close()
+            raise UpstreamFailure(f"upstream refused EHLO with {reply.code}")
+        return Extensions.parse(reply)
+
+    async def _reply(self, timeout: float) -> Reply:
+        return await self._wait(self._require().next_reply(timeout))
+
+    async def _wait(self, deferred: defer.Deferred[Any]) -> Any:
+        return await deferred.asFuture(self.loop)
+
+    def _require(self) -> _UpstreamProtocol:
+        if self._broken is not None:
+            raise UpstreamFailure(f"upstream {self._broken}")
+        if self._protocol is None:
+            raise UpstreamFailure("upstream connection closed")
+        return self._protocol
+
+    def _break(self, why: str) -> None:
+        self._broken = why
+        if self._protocol is not None:
+            self._protocol.abort(why)
+        raise UpstreamFailure(f"upstream {why}")
