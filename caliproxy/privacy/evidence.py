@@ -15,12 +15,11 @@ Pure module: standard library only plus ``caliproxy.privacy.*``; no IO, no loggi
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from caliproxy.privacy.authres import MethodResult
 from caliproxy.privacy.features import MessageFeatures
-from caliproxy.privacy.policy import Policy, TrustedRelays
+from caliproxy.privacy.policy import Policy, TrustedRelays, parse_ip
 from caliproxy.privacy.received import ReceivedHop, TlsVersion
 
 
@@ -102,12 +101,11 @@ def gather_evidence(features: MessageFeatures, policy: Policy) -> Evidence:
             if hop.tls is TlsVersion.NONE and hop.from_ip and not _loopback(hop.from_ip):
                 internal_cleartext += 1
 
+    # With trusted relays and a trusted newest hop the walk always ends on a boundary.
     if boundary_index is None:
         boundary = None
         outside = hops
         trusted_hops = 0
-        if not untrusted_because:
-            untrusted_because = "no Received field"
     else:
         boundary = hops[boundary_index]
         outside = hops[boundary_index + 1 :]
@@ -147,7 +145,7 @@ def gather_evidence(features: MessageFeatures, policy: Policy) -> Evidence:
     return Evidence(
         boundary=boundary,
         local_origin=local_origin,
-        untrusted_because=untrusted_because if boundary is None else "",
+        untrusted_because=untrusted_because,
         trusted_hops=trusted_hops,
         internal_cleartext_hops=internal_cleartext,
         outside_hops=len(outside),
@@ -161,7 +159,5 @@ def gather_evidence(features: MessageFeatures, policy: Policy) -> Evidence:
 
 
 def _loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+    ip = parse_ip(address)
+    return ip is not None and ip.is_loopback
