@@ -89,17 +89,20 @@ class SelectedMailbox:
                     return False
         return count > 0
 
-    def translate(self, start: CommandStart, args: list[Token]) -> Translated:
+    def translate(self, start: CommandStart, args: list[Token], *, shift_partials: bool = True
+                  ) -> Translated:
+        """``shift_partials``: the client sees our header, so partial origins move by its length."""
         verb = start.verb
         if verb in ("FETCH", "STORE", "COPY", "MOVE"):
-            return self._translate_set_command(start, args)
+            return self._translate_set_command(start, args, shift_partials)
         if verb == "SEARCH":
             return Translated(args=self._translate_search(args, uid=start.uid))
         if verb == "EXPUNGE":
             return self._translate_expunge(start, args)
         return Translated(args=args)
 
-    def _translate_set_command(self, start: CommandStart, args: list[Token]) -> Translated:
+    def _translate_set_command(self, start: CommandStart, args: list[Token], shift_partials: bool
+                               ) -> Translated:
         ranges = parse_sequence_set(str(args[0]))
         if start.uid:
             uids = self.view.uids_for_uid_set(ranges)
@@ -114,7 +117,7 @@ class SelectedMailbox:
             new_set = Atom(format_sequence_set(self.upstream_seqs(uids)).decode())
         rest = list(args[1:])
         partials = None
-        if start.verb == "FETCH":
+        if start.verb == "FETCH" and shift_partials:
             rest, partials = self._translate_fetch_items(rest)
         return Translated(args=[new_set, *rest], partials=partials)
 

@@ -147,6 +147,7 @@ class ProxySession:
         self._starttls_wanted = False
         self._starttls_tag = b""
         self._upstream_said_bye = False
+        self._sink: Callable[[Line | LiteralChunk], None] | None = None
         self._internal_counter = 0
         self._internal_tag: bytes | None = None
 
@@ -352,6 +353,13 @@ class ProxySession:
         self._to_client(b"* OK [CAPABILITY " + self._offered() + b"] caliproxy ready.\r\n")
 
     def _server_event(self, event: Line | LiteralChunk) -> None:
+        sink = self._sink
+        if sink is not None:
+            # The rest of a response a hook took over (rewriting or consuming it).
+            if isinstance(event, Line) and event.literal is None:
+                self._sink = None
+            sink(event)
+            return
         if isinstance(event, LiteralChunk):
             self._to_client(event.data)
             return
@@ -360,10 +368,12 @@ class ProxySession:
             return
         response = parse_response(event.data)
         if response.kind == "continuation":
-            self._continuation(event.data)
+            if not self._on_continuation(event.data):
+                self._continuation(event.data)
         elif response.kind == "tagged":
-            self._tagged(response, event.data)
-        else:
+            if not self._on_tagged(response, event.data):
+                self._tagged(response, event.data)
+        elif not self._on_untagged(response, event):
             self._untagged(response, event.data)
 
     def _continuation(self, data: bytes) -> None:
@@ -457,7 +467,7 @@ class ProxySession:
             return True  # DONE only after "+ idling"
         if self._starttls_wanted and self._pending:
             return True
-        return False
+        return self._busy()
 
     def _pump_client(self) -> None:
         while self._phase is _Phase.READY:
@@ -487,6 +497,8 @@ class ProxySession:
 
     def _idle_line(self, event: Line | LiteralChunk) -> None:
         assert isinstance(event, Line) and self._idle_tag is not None
+        if self._on_idle_done():
+            return
         # Any line ends IDLE (RFC 2177 wants DONE); the upstream only ever gets a plain DONE, so
         # nothing a client types here can reach it as a command.
         self._idling = False
@@ -600,6 +612,8 @@ class ProxySession:
             if refusal is not None:
                 self._answer(start, start.tag, b"NO", refusal)
                 return
+        if self._on_command(start, args, current):
+            return
         pending = _Pending(start)
         if start.verb == "LOGIN" and not start.uid:
             login_name = args[0]
@@ -779,6 +793,28 @@ class ProxySession:
                 pending.account = _account_name(fields[0] or fields[1])
         elif self._auth_mechanism == b"LOGIN" and step == 0:
             pending.account = _account_name(decoded)
+
+    # -- hooks for a mailbox-aware subclass (see mailbox_session) --------------------------------
+
+    def _busy(self) -> bool:
+        """True while client commands must wait (the subclass is talking to the upstream)."""
+        return False
+
+    def _on_command(self, start: CommandStart, args: list[Token], current: _Assembling) -> bool:
+        """Take over a checked client command; True when handled."""
+        return False
+
+    def _on_tagged(self, response: Response, data: bytes) -> bool:
+        return False
+
+    def _on_untagged(self, response: Response, event: Line) -> bool:
+        return False
+
+    def _on_continuation(self, data: bytes) -> bool:
+        return False
+
+    def _on_idle_done(self) -> bool:
+        return False
 
 
 def _account_name(raw: bytes) -> str:

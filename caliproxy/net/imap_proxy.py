@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet import defer, endpoints, error
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IHandshakeListener, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from caliproxy.imap.actions import (
     Action,
@@ -29,7 +31,11 @@ from caliproxy.imap.actions import (
     StartClientTLS,
     StartServerTLS,
 )
-from caliproxy.imap.session import ProxySession, SessionSettings
+from caliproxy.imap.classify import Classifier
+from caliproxy.imap.mailbox_session import MailboxSession
+from caliproxy.imap.session import SessionSettings
+from caliproxy.net.facts import TLSFacts, tls_facts
+from caliproxy.privacy.trust import Clearance, ConnectionFacts, TrustPolicy, clearance
 
 log = logging.getLogger("caliproxy.imap")
 
@@ -55,6 +61,11 @@ class ListenerContext:
     server_tls_options: Any  # for STARTTLS toward the client; None when unavailable
     preauth_timeout: float
     idle_timeout: float
+    trust: TrustPolicy = field(default_factory=TrustPolicy)  # decides each session's clearance
+    tagging: bool = True
+    # (account, clearance level or None for "sees everything") -> the session's classifier, or
+    # None when there is nothing to tag or hide
+    classifier_for: Callable[[str, str | None], Classifier | None] | None = None
 
 
 class UpstreamProtocol(Protocol):
@@ -73,25 +84,34 @@ class UpstreamProtocol(Protocol):
         self.client.upstream_lost(describe_failure(reason))
 
 
+@implementer(IHandshakeListener)
 class ClientProtocol(Protocol):
-    """One mail client's connection to a listener."""
+    """One mail client's connection to a listener.
+
+    ``clearance`` is the level this session may see up to: the lowest level until login, then
+    the trust policy's decision, computed once when the account is known and frozen.
+    """
 
     def __init__(self, context: ListenerContext, reactor: Any, on_event: Callable[[str, Any], None]) -> None:
         self.context = context
         self.reactor = reactor
         self.on_event = on_event
-        self.session = ProxySession(context.settings)
+        self.session = MailboxSession(context.settings, tagging=context.tagging)
         self.upstream: UpstreamProtocol | None = None
         self._connecting: defer.Deferred[Any] | None = None
         self._timer: Any = None
         self._to_upstream: list[bytes] = []  # written before the upstream connection exists
         self._closed = False
+        self.client_address = "?"
+        self.tls_facts: TLSFacts | None = None
+        self.clearance = Clearance(context.trust.default_level, ("not authenticated yet",))
 
     # -- connection lifecycle ---------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
-        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.client_address = str(getattr(peer, "host", "?"))  # the real client's, behind PROXY
+        self.peer = f"{self.client_address}:{getattr(peer, 'port', '?')}"
         self.on_event("connection_opened", self)
         self._arm_timer(self.context.preauth_timeout)
         upstream = self.context.upstream
@@ -146,6 +166,40 @@ class ClientProtocol(Protocol):
         if not was_closed:
             self.on_event("connection_closed", self)
 
+    def _judge(self, account: str) -> None:
+        """Freeze the session's clearance and hand the session its classifier.
+
+        Until this runs the session reads no command, so nothing is ever served unjudged."""
+        clearance = getattr(self, "clearance", None)
+        level = getattr(clearance, "level", None)
+        make = self.context.classifier_for
+        classifier = make(account, level) if make is not None else None
+        self.apply(self.session.set_classifier(classifier))
+
+    def handshakeCompleted(self) -> None:
+        """TLS is up (implicit TLS, or after STARTTLS): note its facts for the clearance."""
+        self.tls_facts = tls_facts(self.transport)
+
+    def _decide_clearance(self, account: str) -> None:
+        """Freeze this session's clearance now that the account is known."""
+        tls = self.tls_facts or tls_facts(self.transport)
+        facts = ConnectionFacts(
+            listener=self.context.name,
+            client_address=self.client_address,
+            tls=tls is not None,
+            tls_version=tls.version if tls else None,
+            cipher=tls.cipher if tls else None,
+            cert_fingerprint=tls.cert_fingerprint if tls else None,
+            chains_to_device_ca=tls.chains_to_device_ca if tls else False,
+            cert_not_after=tls.cert_not_after if tls else None,
+            account=account,
+            # Offered by the session when it tracks them; absent, they are simply unknown.
+            sasl_mechanism=getattr(self.session, "auth_mechanism", None),
+            client_id=getattr(self.session, "client_id", None),
+        )
+        self.clearance = clearance(facts, self.context.trust, now=datetime.now(UTC))
+        self.on_event("classified", self)
+
     # -- timers ----------------------------------------------------------------------------------
 
     def _arm_timer(self, seconds: float) -> None:
@@ -181,7 +235,9 @@ class ClientProtocol(Protocol):
                 self.on_event("command", action)
             elif isinstance(action, Authenticated):
                 self._arm_timer(self.context.idle_timeout)
+                self._decide_clearance(action.account)
                 self.on_event("authenticated", self)
+                self._judge(action.account)
             elif isinstance(action, StartClientTLS):
                 self.transport.startTLS(self.context.server_tls_options)
             elif isinstance(action, StartServerTLS):

@@ -1,0 +1,634 @@
+"""The mailbox-aware proxy session: every message tagged, every message above clearance hidden.
+
+Sans-IO, built on :class:`ProxySession` (which owns framing, literals, authentication,
+capabilities and STARTTLS). After login the IO shell gives the session a
+:class:`~caliproxy.imap.classify.Classifier` for the account and the connection's frozen
+clearance (``set_classifier``); until then no client command is processed. From then on:
+
+* SELECT/EXAMINE: the upstream's answer is held while the proxy learns the mailbox's UIDs
+  (``UID SEARCH ALL``), classifies what the cache does not know (``UID FETCH ... BODY.PEEK[HEADER]``,
+  batched, never setting ``\\Seen``) and, when it hides anything, recounts RECENT and ``[UNSEEN]``;
+  then the client gets the answer of a mailbox in which hidden messages do not exist;
+* new mail (``EXISTS``) is classified before the client hears of it — during IDLE by ending the
+  upstream IDLE, fetching, and idling again, invisibly to the client;
+* commands naming messages are translated through the view (``selected``); FETCH responses are
+  renumbered, dropped for hidden messages, and given our header (``fetch_rewrite``);
+  EXPUNGE responses are renumbered or swallowed; SEARCH results filtered and renumbered;
+* with a hidden message possible, an untagged response the view does not know ends the session.
+
+Internal commands run only when no client command is in flight (or the client is idling), one
+at a time, written as generator "flows" that yield a command and receive its collected result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+from caliproxy.errors import ServerProtocolError
+from caliproxy.imap.actions import Action, CommandDone
+from caliproxy.imap.classify import Classifier, Tagged
+from caliproxy.imap.fetch_items import FetchScan, scan_fragment
+from caliproxy.imap.fetch_rewrite import FetchRewriter, PartialMap
+from caliproxy.imap.framing import Line, LiteralChunk
+from caliproxy.imap.grammar import CommandStart, Response, Token, parse_response, quote, serialize
+from caliproxy.imap.selected import SelectedMailbox
+from caliproxy.imap.session import ProxySession, SessionSettings, _Assembling, _Pending
+from caliproxy.imap.view import MailboxView, format_sequence_set
+
+# Header fetches per internal command: big enough to amortise round trips, small enough that
+# one response never holds more than a few MB of headers.
+HEADER_BATCH = 1000
+
+_MARKED = re.compile(rb"\\(?:Un)?Marked ?", re.I)
+# Untagged data a hiding session passes on (after the rewrites below); anything else ends it.
+_KNOWN_DATA = frozenset({b"FLAGS", b"LIST", b"LSUB", b"STATUS", b"NAMESPACE", b"ID", b"CAPABILITY",
+                         b"SEARCH", b"ENABLED"})
+# Commands during which RFC 3501 §7.4.1 forbids an EXPUNGE response.
+_NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH"})
+
+
+@dataclass(slots=True)
+class _OpResult:
+    """What one internal command produced."""
+
+    status: bytes = b""
+    search: list[int] = field(default_factory=list)
+    fetches: list[tuple[int, dict[bytes, bytes]]] = field(default_factory=list)
+    status_items: dict[bytes, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Selecting:
+    """A SELECT/EXAMINE in flight: its untagged answer, held until the view is built."""
+
+    tag: bytes
+    name: str
+    readonly: bool
+    lines: list[bytes] = field(default_factory=list)
+    exists: int = 0
+    uidvalidity: int = 0
+    uids: list[int] | None = None  # known once UID SEARCH ALL answered
+
+
+Flow = Generator[bytes, _OpResult, None]
+
+
+class MailboxSession(ProxySession):
+    """A :class:`ProxySession` that tags and hides through a per-account classifier."""
+
+    def __init__(self, settings: SessionSettings, *, tagging: bool = True) -> None:
+        super().__init__(settings)
+        self.tagging = tagging
+        self.classifier: Classifier | None = None
+        self._awaiting_classifier = False
+        self._mailbox: SelectedMailbox | None = None
+        self._selecting: _Selecting | None = None
+        self._flow: Flow | None = None
+        self._flow_tag: bytes | None = None
+        self._flow_owner: CommandStart | None = None  # the client command a flow works for
+        self._flow_result = _OpResult()
+        self._deferred: tuple[CommandStart, list[Token], _Assembling] | None = None
+        self._arrivals = False
+        self._fetch_maps: deque[tuple[bytes, PartialMap]] = deque()
+        self._search_kinds: deque[tuple[bytes, bool]] = deque()
+        self._idle_interrupt: str | None = None  # stopping | flow | resuming
+        self._idle_client_done = False
+        self._idle_ok: bytes = b""
+        self.hidden_count = 0  # messages this session was not shown (for the audit log)
+
+    # -- set up by the IO shell after login ---------------------------------------------------------
+
+    @property
+    def awaiting_classifier(self) -> bool:
+        return self._awaiting_classifier
+
+    def set_classifier(self, classifier: Classifier | None) -> list[Action]:
+        """The account's classifier and frozen clearance; None: nothing to tag or hide."""
+        self.classifier = classifier
+        self._awaiting_classifier = False
+        self._run(self._pump_client)
+        return self._take()
+
+    def _tagged(self, response: Response, data: bytes) -> None:
+        was_authenticated = self.authenticated
+        super()._tagged(response, data)
+        if self.authenticated and not was_authenticated:
+            # No command may be read until the IO shell has judged the connection.
+            self._awaiting_classifier = True
+        self._after_command(response.tag or b"")
+
+    # -- hooks -------------------------------------------------------------------------------------
+
+    def _busy(self) -> bool:
+        return (
+            self._awaiting_classifier
+            or self._selecting is not None
+            or self._flow is not None
+            or self._deferred is not None
+        )
+
+    def _on_command(self, start: CommandStart, args: list[Token], current: _Assembling) -> bool:
+        if self.classifier is None:
+            return False
+        verb = start.verb
+        if verb in ("SELECT", "EXAMINE") and not start.uid:
+            self._mailbox = None
+            self._selecting = _Selecting(start.tag, _mailbox_name(args[0]), verb == "EXAMINE")
+            return False  # forwarded as is; its answer is held (see _select_untagged)
+        if verb in ("CLOSE", "STATUS", "DELETE") and self.classifier.hides_anything:
+            if self._pending:
+                self._deferred = (start, args, current)  # needs the upstream to itself
+            else:
+                self._special(start, args, current)
+            return True
+        mailbox = self._mailbox
+        if mailbox is None or verb not in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"):
+            return False
+        translated = mailbox.translate(start, args, shift_partials=self.tagging)
+        if translated.args is None:
+            self._answer(start, start.tag, translated.local_status, translated.local_text)
+            return True
+        sent = CommandStart(
+            start.tag,
+            start.uid if translated.uid is None else translated.uid,
+            translated.verb or verb,
+            b"",
+        )
+        if verb == "SEARCH":
+            self._search_kinds.append((start.tag, start.uid))
+        if translated.partials is not None and translated.partials.entries:
+            self._fetch_maps.append((start.tag, translated.partials))
+        self._send_client_command(start, sent, translated.args)
+        return True
+
+    def _send_client_command(self, start: CommandStart, sent: CommandStart, args: list[Token]) -> None:
+        self._pending[start.tag] = _Pending(start)
+        fragments, literals = serialize(args)
+        self._forward(start.tag, _Assembling(sent, fragments=fragments, literals=literals))
+
+    def _after_command(self, tag: bytes) -> None:
+        if self._fetch_maps and self._fetch_maps[0][0] == tag:
+            self._fetch_maps.popleft()
+        if self._search_kinds and self._search_kinds[0][0] == tag:
+            self._search_kinds.popleft()
+        if self._deferred is not None and not self._pending:
+            start, args, current = self._deferred
+            self._deferred = None
+            self._special(start, args, current)
+        self._maybe_start_arrivals()
+
+    def _on_tagged(self, response: Response, data: bytes) -> bool:
+        tag = response.tag
+        if tag is not None and tag == self._flow_tag:
+            result = self._flow_result
+            result.status = response.status or b""
+            self._flow_send(result)
+            return True
+        selecting = self._selecting
+        if selecting is not None and tag == selecting.tag:
+            if response.status == b"OK":
+                code = response.code
+                if code is not None and code.name == b"READ-ONLY":
+                    selecting.readonly = True
+                self._start_flow(self._select_flow(selecting, response, data), None)
+                return True
+            self._selecting = None
+            for line in selecting.lines:
+                self._to_client(line)
+            return False
+        if self._idle_interrupt == "stopping" and tag == self._idle_tag:
+            # The upstream IDLE ended for our sake; the client's IDLE goes on.
+            self._idle_ok = data
+            self._idle_interrupt = "flow"
+            self._start_flow(self._arrivals_flow(), None)
+            return True
+        pending = self._pending.get(tag or b"")
+        if pending is not None and pending.start.verb in ("CLOSE", "UNSELECT") and response.status == b"OK":
+            self._mailbox = None
+        return False
+
+    def _on_continuation(self, data: bytes) -> bool:
+        if self._idle_interrupt != "resuming":
+            return False
+        self._idle_interrupt = None
+        if self._idle_client_done:
+            self._idle_client_done = False
+            self._emit_server(b"DONE\r\n")
+        return True  # the client already had its "+ idling"
+
+    def _on_idle_done(self) -> bool:
+        if self._idle_interrupt is None:
+            return False
+        self._idle_client_done = True
+        self._idling = False
+        return True
+
+    def _on_untagged(self, response: Response, event: Line) -> bool:
+        if self.classifier is None:
+            return False
+        if self._flow is not None:
+            return self._flow_untagged(response, event)
+        if self._selecting is not None:
+            return self._select_untagged(response, event)
+        mailbox = self._mailbox
+        keyword = response.keyword
+        if keyword in (b"LIST", b"LSUB") and self.classifier.hides_anything:
+            # \Marked / \UnMarked say new mail arrived, hidden mail included.
+            data = event.data
+            close = data.find(b")")
+            self._to_client(_MARKED.sub(b"", data[:close]) + data[close:])
+            return event.literal is None or self._pass_rest(event)
+        if mailbox is None:
+            return False
+        number = response.number
+        if number is not None:
+            return self._message_data(mailbox, number, keyword or b"", event)
+        if keyword == b"SEARCH":
+            uid = self._search_kinds[0][1] if self._search_kinds else False
+            numbers = [int(n) for n in response.text.split() if n.isdigit()]
+            shown = mailbox.search_result(numbers, uid=uid)
+            self._to_client(b"* SEARCH" + b"".join(b" %d" % n for n in shown) + b"\r\n")
+            return True
+        if response.status is not None:
+            code = response.code
+            if code is not None and code.name == b"UNSEEN":
+                return True  # a sequence number of the upstream's numbering
+            return False
+        if mailbox.hides and keyword not in _KNOWN_DATA:
+            raise ServerProtocolError(f"untagged {keyword!r} the view cannot rewrite")
+        return False
+
+    def _pass_rest(self, event: Line) -> bool:
+        self._sink = lambda ev: self._to_client(ev.data)
+        return True
+
+    # -- message data of the selected mailbox ---------------------------------------------------------
+
+    def _message_data(self, mailbox: SelectedMailbox, number: int, keyword: bytes, event: Line) -> bool:
+        view = mailbox.view
+        if keyword == b"EXISTS":
+            mailbox.upstream_exists = number
+            if number > len(view.uids):
+                self._arrivals = True
+                self._maybe_start_arrivals()
+            return True
+        if keyword == b"RECENT":
+            return mailbox.hides  # recounting would need per-message \Recent; a hint, dropped
+        if keyword == b"EXPUNGE":
+            self._expunge(mailbox, number, deliver=True)
+            return True
+        if keyword == b"FETCH":
+            self._fetch_response(mailbox, number, event)
+            return True
+        if mailbox.hides:
+            raise ServerProtocolError(f"message data {keyword!r} the view cannot rewrite")
+        return False
+
+    def _expunge(self, mailbox: SelectedMailbox, number: int, *, deliver: bool) -> None:
+        mailbox.upstream_exists -= 1
+        if number > len(mailbox.view.uids):
+            return  # a message the client had not been told of yet
+        client = mailbox.view.expunge_upstream_seq(number)
+        if client is not None and deliver:
+            self._to_client(b"* %d EXPUNGE\r\n" % client)
+
+    def _fetch_response(self, mailbox: SelectedMailbox, number: int, event: Line) -> None:
+        view = mailbox.view
+        client = None
+        uid = 0
+        if number <= len(view.uids):
+            uid = view.uids[number - 1]
+            client = view.client_seq(uid)
+        if client is None:
+            # Hidden, or not announced yet: nothing of it reaches the client.
+            if event.literal is not None:
+                self._sink = _discard
+            return
+        tagged = mailbox.tag_of(uid) if self.tagging else None
+        partials = self._fetch_maps[0][1] if self._fetch_maps else None
+        rewriter = FetchRewriter(client, tagged, partials)
+        for chunk in rewriter.fragment(event):
+            self._to_client(chunk)
+        if event.literal is not None:
+            def sink(ev: Line | LiteralChunk) -> None:
+                out = rewriter.literal(ev) if isinstance(ev, LiteralChunk) else rewriter.fragment(ev)
+                for chunk in out:
+                    self._to_client(chunk)
+            self._sink = sink
+
+    # -- SELECT ----------------------------------------------------------------------------------------
+
+    def _select_untagged(self, response: Response, event: Line) -> bool:
+        selecting = self._selecting
+        assert selecting is not None
+        if response.status == b"BYE":
+            return False
+        if event.literal is not None:
+            raise ServerProtocolError("literal in a SELECT answer")
+        code = response.code
+        if response.number is not None and response.keyword == b"EXISTS":
+            selecting.exists = response.number
+        elif code is not None and code.name == b"UIDVALIDITY":
+            selecting.uidvalidity = int(code.args or b"0")
+        elif code is not None and code.name in (b"HIGHESTMODSEQ", b"NOMODSEQ"):
+            return True
+        selecting.lines.append(event.data)
+        return True
+
+    def _select_flow(self, selecting: _Selecting, ok: Response, ok_line: bytes) -> Flow:
+        classifier = self.classifier
+        assert classifier is not None
+        uids: list[int] = []
+        if selecting.exists:
+            result = yield b"UID SEARCH ALL"
+            uids = sorted(result.search)
+        selecting.uids = uids  # EXPUNGEs from now on shrink this list
+        tags = classifier.known(selecting.name, selecting.uidvalidity, uids)
+        missing = [uid for uid in uids if uid not in tags]
+        for start in range(0, len(missing), HEADER_BATCH):
+            batch = missing[start : start + HEADER_BATCH]
+            result = yield b"UID FETCH " + format_sequence_set(batch) + b" (BODY.PEEK[HEADER])"
+            tags.update(self._classify(selecting.name, selecting.uidvalidity, result))
+        mailbox = SelectedMailbox(selecting.name, selecting.uidvalidity, selecting.readonly, classifier)
+        mailbox.view = MailboxView()
+        mailbox.admit(selecting.uids, tags)
+        mailbox.upstream_exists = max(selecting.exists, len(mailbox.view.uids))
+        unseen: int | None = None
+        recent: int | None = None
+        if mailbox.hides:
+            result = yield b"UID SEARCH UNSEEN"
+            seqs = sorted(filter(None, (mailbox.view.client_seq(uid) for uid in result.search)))
+            unseen = seqs[0] if seqs else None
+            result = yield b"UID SEARCH RECENT"
+            recent = sum(1 for uid in result.search if mailbox.view.is_visible(uid))
+            self.hidden_count += len(mailbox.view.hidden)
+        self._selecting = None
+        self._mailbox = mailbox
+        for line in selecting.lines:
+            self._to_client(_select_line(line, mailbox, unseen, recent))
+        self._tagged(ok, ok_line)  # completes the client's SELECT
+        if len(mailbox.view.uids) < mailbox.upstream_exists:
+            self._arrivals = True
+
+    def _classify(self, mailbox: str, uidvalidity: int, result: _OpResult) -> dict[int, Tagged]:
+        headers = []
+        for _number, items in result.fetches:
+            uid = items.get(b"UID")
+            header = items.get(b"BODY[HEADER]")
+            if uid is not None and header is not None:
+                headers.append((int(uid), header))
+        assert self.classifier is not None
+        return self.classifier.classify(mailbox, uidvalidity, headers)
+
+    # -- new mail ----------------------------------------------------------------------------------
+
+    def _maybe_start_arrivals(self) -> None:
+        if not self._arrivals or self._flow is not None or self._selecting is not None:
+            return
+        if self._mailbox is None or self.closed:
+            self._arrivals = False
+            return
+        if not self._pending:
+            self._start_flow(self._arrivals_flow(), None)
+        elif (self._idling and self._idle_interrupt is None and list(self._pending) == [self._idle_tag]):
+            # The client is idling: end the upstream IDLE, classify, idle again (RFC 2177).
+            self._idle_interrupt = "stopping"
+            self._emit_server(b"DONE\r\n")
+
+    def _arrivals_flow(self) -> Flow:
+        mailbox = self._mailbox
+        assert mailbox is not None and self.classifier is not None
+        while len(mailbox.view.uids) < mailbox.upstream_exists:
+            first = len(mailbox.view.uids) + 1
+            # A sequence-number FETCH: the upstream may not send EXPUNGE during it (RFC 3501 §7.4.1),
+            # so the numbers stay valid while we read.
+            result = yield b"FETCH %d:%d (UID BODY.PEEK[HEADER])" % (first, mailbox.upstream_exists)
+            fetched = sorted((number, int(items[b"UID"])) for number, items in result.fetches
+                             if b"UID" in items)
+            uids = [uid for _number, uid in fetched if not mailbox.view.uids or uid > mailbox.view.uids[-1]]
+            if not uids:
+                break
+            tags = self.classifier.known(mailbox.name, mailbox.uidvalidity, uids)
+            unknown = _OpResult(fetches=[f for f in result.fetches if int(f[1].get(b"UID", 0)) not in tags])
+            tags.update(self._classify(mailbox.name, mailbox.uidvalidity, unknown))
+            before = mailbox.view.exists
+            shown = mailbox.admit(uids, tags)
+            self.hidden_count += len(uids) - len(shown)
+            if mailbox.view.exists != before:
+                self._to_client(b"* %d EXISTS\r\n" % mailbox.view.exists)
+        self._arrivals = False
+
+    # -- commands that need the upstream to themselves --------------------------------------------
+
+    def _special(self, start: CommandStart, args: list[Token], current: _Assembling) -> None:
+        if start.verb == "CLOSE":
+            self._start_flow(self._close_flow(start), start)
+        elif start.verb == "STATUS":
+            self._status(start, args, current)
+        else:
+            self._start_flow(self._delete_flow(start, args, current), start)
+
+    def _close_flow(self, start: CommandStart) -> Flow:
+        mailbox = self._mailbox
+        if mailbox is not None and not mailbox.readonly:
+            visible = mailbox.visible_uid_set()
+            if visible is not None:
+                # CLOSE expunges silently; only what this connection sees may go.
+                yield b"UID EXPUNGE " + visible
+        self._mailbox = None
+        self._send_client_command(start, CommandStart(start.tag, False, "UNSELECT", b""), [])
+
+    def _status(self, start: CommandStart, args: list[Token], current: _Assembling) -> None:
+        name = _mailbox_name(args[0])
+        items = [str(item).upper() for item in args[1]] if isinstance(args[1], list) else []
+        counts = {"MESSAGES", "UNSEEN", "RECENT"} & set(items)
+        mailbox = self._mailbox
+        if not counts:
+            self._send_client_command(start, start, args)
+        elif mailbox is None or mailbox.name != name:
+            self._answer(start, start.tag, b"NO", "[CANNOT] Message counts of a mailbox other than "
+                                                  "the selected one are not available on this connection")
+        else:
+            self._start_flow(self._status_flow(start, mailbox, items, args[0]), start)
+
+    def _status_flow(self, start: CommandStart, mailbox: SelectedMailbox, items: list[str],
+                     name_token: Token) -> Flow:
+        values: dict[str, int] = {"MESSAGES": mailbox.view.exists, "UIDVALIDITY": mailbox.uidvalidity}
+        if "UNSEEN" in items:
+            result = yield b"UID SEARCH UNSEEN"
+            values["UNSEEN"] = sum(1 for uid in result.search if mailbox.view.is_visible(uid))
+        if "RECENT" in items:
+            result = yield b"UID SEARCH RECENT"
+            values["RECENT"] = sum(1 for uid in result.search if mailbox.view.is_visible(uid))
+        if "UIDNEXT" in items:
+            result = yield b"STATUS " + _render_name(name_token) + b" (UIDNEXT)"
+            values["UIDNEXT"] = result.status_items.get(b"UIDNEXT", 0)
+        rendered = b" ".join(b"%s %d" % (item.encode(), values[item]) for item in items)
+        self._complete_locally(start, b"* STATUS " + _render_name(name_token) + b" (" + rendered + b")\r\n"
+                               + start.tag + b" OK Status completed.\r\n")
+
+    def _delete_flow(self, start: CommandStart, args: list[Token], current: _Assembling) -> Flow:
+        name = _mailbox_name(args[0])
+        result = yield b"STATUS " + _render_name(args[0]) + b" (MESSAGES)"
+        total = result.status_items.get(b"MESSAGES")
+        mailbox = self._mailbox
+        safe = total == 0 or (
+            mailbox is not None and mailbox.name == name and not mailbox.view.hidden
+            and total == len(mailbox.view.uids)
+        )
+        if result.status != b"OK" or safe:
+            self._send_client_command(start, start, args)  # the upstream answers (NO if absent)
+        else:
+            # Nothing lost beats nothing revealed: mail this connection cannot see stays.
+            self._answer(start, start.tag, b"NO", "[CANNOT] Mailbox is not empty")
+
+    def _complete_locally(self, start: CommandStart, response: bytes) -> None:
+        self._to_client(response)
+        self._actions.append(CommandDone(start.name, "OK", local=True))
+
+    # -- running internal commands ----------------------------------------------------------------------
+
+    def _start_flow(self, flow: Flow, owner: CommandStart | None) -> None:
+        self._flow = flow
+        self._flow_owner = owner
+        self._flow_send(None)
+
+    def _flow_send(self, value: _OpResult | None) -> None:
+        flow = self._flow
+        assert flow is not None
+        try:
+            command = flow.send(value)  # type: ignore[arg-type]
+        except StopIteration:
+            self._flow = None
+            self._flow_tag = None
+            self._flow_owner = None
+            self._after_flow()
+            return
+        self._flow_tag = self._next_internal_tag()
+        self._flow_result = _OpResult()
+        self._emit_server(self._flow_tag + b" " + command + b"\r\n")
+
+    def _after_flow(self) -> None:
+        if self._idle_interrupt == "flow":
+            if self._idle_client_done:
+                self._idle_client_done = False
+                self._idle_interrupt = None
+                ok = self._idle_ok
+                super()._tagged(_parse_tagged(ok), ok)
+            else:
+                self._idle_interrupt = "resuming"
+                assert self._idle_tag is not None
+                self._emit_server(self._idle_tag + b" IDLE\r\n")
+        self._maybe_start_arrivals()
+        self._flush_local()
+
+    def _flow_untagged(self, response: Response, event: Line) -> bool:
+        result = self._flow_result
+        keyword = response.keyword
+        number = response.number
+        if response.status == b"BYE":
+            return False
+        if keyword == b"SEARCH":
+            result.search = [int(n) for n in response.text.split() if n.isdigit()]
+            return True
+        if keyword == b"STATUS":
+            result.status_items = _status_items(response.text)
+            return True
+        if number is not None and keyword == b"FETCH":
+            self._collect_fetch(event, lambda items: result.fetches.append((number, items)))
+            return True
+        selecting = self._selecting
+        if number is not None and keyword == b"EXISTS":
+            if selecting is not None:
+                selecting.exists = number
+            elif self._mailbox is not None:
+                self._mailbox.upstream_exists = number
+                self._arrivals = number > len(self._mailbox.view.uids) or self._arrivals
+            return True
+        if number is not None and keyword == b"EXPUNGE":
+            if selecting is not None:
+                if selecting.uids is not None and number <= len(selecting.uids):
+                    del selecting.uids[number - 1]
+                return True
+            if self._mailbox is not None:
+                owner = self._flow_owner
+                deliver = self._idle_interrupt is not None or (
+                    owner is not None and owner.verb not in _NO_EXPUNGE_DURING and owner.verb != "CLOSE"
+                )
+                if not deliver and (owner is None or owner.verb != "CLOSE"):
+                    raise ServerProtocolError("EXPUNGE where the client may not receive one")
+                self._expunge(self._mailbox, number, deliver=deliver)
+            return True
+        if event.literal is not None:
+            raise ServerProtocolError("unexpected literal during an internal command")
+        return True  # RECENT, FLAGS, OK chatter: the client hears the state when it asks
+
+    def _collect_fetch(self, event: Line, done: Callable[[dict[bytes, bytes]], None]) -> None:
+        """Assemble a whole FETCH response (headers: small) and hand over its top-level items."""
+        scan = FetchScan()
+        items: dict[bytes, bytes] = {}
+        pending: list[bytes] = []
+
+        def take(line: Line, first: bool) -> None:
+            text = line.without_marker()
+            for item in scan_fragment(text, scan, first=first, literal_follows=line.literal is not None):
+                if item.literal:
+                    pending.append(item.name)
+                elif item.value_start >= 0:
+                    items[item.name] = text[item.value_start : item.value_end]
+            if line.literal is None:
+                done(items)
+
+        literal: list[bytes] = []
+
+        def sink(ev: Line | LiteralChunk) -> None:
+            if isinstance(ev, LiteralChunk):
+                literal.append(ev.data)
+                if ev.last:
+                    name = pending.pop() if pending else b""
+                    items[name] = b"".join(literal)
+                    literal.clear()
+            else:
+                take(ev, False)
+
+        take(event, True)
+        if event.literal is not None:
+            self._sink = sink
+
+
+def _discard(event: Line | LiteralChunk) -> None:
+    """Swallow the rest of a response about a message the client may not see."""
+
+
+def _mailbox_name(token: Token) -> str:
+    raw = token if isinstance(token, bytes) else str(token).encode()
+    name = raw.decode("utf-8", "replace")
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+def _render_name(token: Token) -> bytes:
+    return quote(token) if isinstance(token, bytes) else str(token).encode()
+
+
+def _status_items(text: bytes) -> dict[bytes, int]:
+    inner = text[text.rfind(b"(") + 1 : text.rfind(b")")].split()
+    return {inner[i].upper(): int(inner[i + 1]) for i in range(0, len(inner) - 1, 2) if inner[i + 1].isdigit()}
+
+
+def _select_line(line: bytes, mailbox: SelectedMailbox, unseen: int | None, recent: int | None) -> bytes:
+    """A held SELECT answer line as a mailbox without the hidden messages would have it."""
+    upper = line.upper()
+    if upper.startswith(b"* ") and upper.rstrip().endswith(b" EXISTS"):
+        return b"* %d EXISTS\r\n" % mailbox.view.exists
+    if recent is not None and upper.startswith(b"* ") and upper.rstrip().endswith(b" RECENT"):
+        return b"* %d RECENT\r\n" % recent
+    if mailbox.hides and upper.startswith(b"* OK [UNSEEN "):
+        return b"* OK [UNSEEN %d] First unseen.\r\n" % unseen if unseen else b""
+    return line
+
+
+def _parse_tagged(data: bytes) -> Response:
+    return parse_response(data)
