@@ -277,7 +277,7 @@ def _parse_spam(name: str, value: str, position: int) -> SpamField | None:
             return None
         return SpamField(position, name, m.group(1).lower() == "true", _score(m.group(2)))
     if name == "x-spam-level":
-        # "*****": one star per whole point; only a score when nothing else gave one.
+        # SpamAssassin/amavis "*****": one star per whole point of score.
         stars = value.strip()
         if stars and set(stars) <= {"*"}:
             return SpamField(position, name, None, float(len(stars)))
