@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(func=_cmd_explain)
 
+    from caliproxy import trust_cli
+
+    trust = sub.add_parser("trust", help="show the clearance a client connection would get, and why")
+    trust_cli.add_arguments(trust)
+    trust.set_defaults(func=trust_cli.run)
+
     demo = sub.add_parser(
         "demo", help="start a local demo upstream (Dovecot) seeded with sample mail and the proxy in front"
     )

@@ -54,8 +54,9 @@ class Connections:
         elif kind == "classified":
             # One line per session: who, from where, what it may see and why (never credentials).
             decided = subject.clearance
-            audit.info("clearance level=%s listener=%s client=%s account=%s rule=%s reasons=%s",
-                       decided.level, subject.context.name, subject.client_address,
+            audit.info("clearance level=%s listener=%s client=%s port=%s account=%s rule=%s "
+                       "reasons=%s", decided.level, subject.context.name, subject.client_address,
+                       subject.peer.rpartition(":")[2],
                        json.dumps(subject.session.account), json.dumps(decided.rule),
                        json.dumps(list(decided.reasons)))
         elif kind == "authenticated":
