@@ -1,0 +1,1 @@
+"""Drivers that run real mail clients against the test upstreams or the proxy."""
