@@ -87,8 +87,10 @@ class _Reader:
     def moment(self, value: object, path: str) -> datetime:
         """A date (valid through that whole day, UTC) or a date and time (naive: UTC)."""
         if isinstance(value, str):
+            text = value.strip()
             try:
-                value = datetime.fromisoformat(value.strip())
+                # A quoted date means the same as a bare one: the whole day.
+                value = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
             except ValueError:
                 self.fail(path, f"expected a date (2026-12-31) or date and time, got {value!r}")
         if isinstance(value, datetime):

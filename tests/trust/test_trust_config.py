@@ -166,3 +166,5 @@ def test_mapping_loader_works_without_yaml() -> None:
     assert trust.rules[0].tls is True and trust.rules[0].device_ca
     assert trust.devices[0].expires == datetime(2030, 1, 1, 11, tzinfo=UTC)
     assert trust_from_mapping(None).rules == ()
+    quoted = trust_from_mapping(None, [{"name": "d", "fingerprint": FP, "expires": "2030-01-31"}])
+    assert quoted.devices[0].expires == datetime(2030, 2, 1, tzinfo=UTC)  # a whole day, as unquoted
