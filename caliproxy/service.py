@@ -111,6 +111,7 @@ class ProxyService(service.MultiService):
             implicit_tls=upstream.tls == "implicit",
             tls_options=client_options,
             connect_timeout=upstream.connect_timeout,
+            server_name=upstream.verify_name,
         )
         smtp_upstream = self._smtp_upstream() if config.upstream_smtp is not None else None
         for listener in config.listeners:

@@ -4,9 +4,9 @@ Owns: generating and writing PEM files with the ``cryptography`` package (alread
 pyOpenSSL, so no new dependency). The demo uses them for the upstream Dovecot and for the proxy's
 own listeners; a mail client is told to trust ``ca.pem``. Tests use trustme instead.
 
-The server certificate names the loopback address twice, ``IP:127.0.0.1`` *and*
-``DNS:127.0.0.1``: Python's ssl, curl and Thunderbird match the IP SAN, but mbsync 1.4 compares
-only DNS names and the CN, and rejects an IP-only certificate when told to connect to 127.0.0.1.
+The server certificate names ``DNS:localhost`` and ``IP:127.0.0.1``. Clients should connect to
+``localhost``: mbsync 1.4 compares only DNS names, and a ``DNS:127.0.0.1`` entry (which would
+please it) is invalid to RFC 6125 checkers and makes caliproxy refuse the certificate.
 
 Must not import the proxy rings nor test-only packages.
 """
@@ -93,14 +93,16 @@ def generate_ca(
 
 
 def _san(names: Sequence[str]) -> x509.SubjectAlternativeName:
-    """DNS entries for every name, plus an IP entry for every name that is an address."""
+    """An IP entry for every name that is an address, a DNS entry for every other name.
+
+    (A DNS entry spelling an address is invalid to RFC 6125 checkers such as service_identity,
+    which reject the whole certificate; clients connect to ``localhost``.)"""
     entries: list[x509.GeneralName] = []
     for name in names:
         try:
             entries.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
-            pass
-        entries.append(x509.DNSName(name))
+            entries.append(x509.DNSName(name))
     return x509.SubjectAlternativeName(entries)
 
 
@@ -175,7 +177,7 @@ def _reusable(files: CertFiles, names: Sequence[str]) -> bool:
         san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
         return False
-    if set(_san(names)) - set(san):
+    if set(_san(names)) != set(san):
         return False
     deadline = _now() + _RENEW_MARGIN
     return min(ca.not_valid_after_utc, server.not_valid_after_utc) > deadline

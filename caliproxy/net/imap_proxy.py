@@ -34,6 +34,7 @@ from caliproxy.imap.actions import (
 from caliproxy.imap.classify import Classifier
 from caliproxy.imap.mailbox_session import MailboxSession
 from caliproxy.imap.session import SessionSettings
+from caliproxy.net import tls
 from caliproxy.net.facts import TLSFacts, tls_facts
 from caliproxy.privacy.trust import Clearance, ConnectionFacts, TrustPolicy, clearance
 
@@ -49,6 +50,7 @@ class UpstreamEndpoint:
     implicit_tls: bool
     tls_options: Any  # IOpenSSLClientConnectionCreator, or None for tls: none
     connect_timeout: float
+    server_name: str = ""  # the name its certificate must carry (checked again after handshake)
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,21 @@ class UpstreamProtocol(Protocol):
 
     def __init__(self, client: ClientProtocol) -> None:
         self.client = client
+        upstream = client.context.upstream
+        self.tls_active = upstream.implicit_tls  # STARTTLS sets it when the handshake starts
+        self._verified = upstream.tls_options is None
 
     def connectionMade(self) -> None:
         self.client.upstream_connected(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.tls_active and not self._verified:
+            problem = tls.peer_matches(self.transport, self.client.context.upstream.server_name)
+            if problem is not None:
+                self.transport.abortConnection()
+                self.client.upstream_lost(problem)
+                return
+            self._verified = True
         self.client.apply(self.client.session.server_data(data))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -242,6 +254,7 @@ class ClientProtocol(Protocol):
                 self.transport.startTLS(self.context.server_tls_options)
             elif isinstance(action, StartServerTLS):
                 if self.upstream is not None:
+                    self.upstream.tls_active = True
                     self.upstream.transport.startTLS(self.context.upstream.tls_options)
             elif isinstance(action, CloseClient):
                 if not self._closed:

@@ -15,6 +15,12 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
 from caliproxy.errors import ConfigError
 
+try:
+    from service_identity import CertificateError, VerificationError
+    from service_identity.cryptography import verify_certificate_hostname, verify_certificate_ip_address
+except ImportError:  # pragma: no cover - service-identity is a declared dependency
+    raise
+
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
@@ -65,3 +71,35 @@ def client_options(server_name: str, ca_file: Path | None) -> IOpenSSLClientConn
     return ssl.optionsForClientTLS(
         server_name, trustRoot=trust, extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
     )
+
+
+def peer_matches(transport: object, server_name: str) -> str | None:
+    """Check the upstream's certificate names ``server_name``; None when it does.
+
+    Twisted verifies the name during the handshake, but when a certificate's names cannot even be
+    parsed its callback logs the error and lets the handshake succeed. This second check after
+    the handshake fails closed on anything unexpected.
+    """
+    get_certificate = getattr(transport, "getPeerCertificate", None)
+    certificate = get_certificate() if get_certificate is not None else None
+    if certificate is None:
+        return "upstream presented no certificate"
+    try:
+        cert = certificate.to_cryptography()
+        if _is_ip(server_name):
+            verify_certificate_ip_address(cert, server_name)
+        else:
+            verify_certificate_hostname(cert, server_name)
+    except (VerificationError, CertificateError, ValueError) as exc:
+        return f"upstream certificate does not match {server_name}: {type(exc).__name__}"
+    return None
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

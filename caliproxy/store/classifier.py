@@ -14,7 +14,7 @@ from dataclasses import replace
 from caliproxy.imap.classify import Tagged
 from caliproxy.imap.virtual import spoof_offsets
 from caliproxy.privacy.features import FEATURES_VERSION, MessageContext, MessageFeatures, extract_features
-from caliproxy.privacy.header import HEADER_LENGTH, HEADER_NAME, render_header
+from caliproxy.privacy.header import HEADER_LENGTH, render_header, render_unclassified
 from caliproxy.privacy.policy import Policy
 from caliproxy.privacy.verdict import evaluate
 from caliproxy.store.cache import CachedEntry, ClassificationCache, MailboxKey, digest
@@ -47,7 +47,7 @@ class VerdictMemory:
         self.upstream = upstream
         self.keep_addresses = policy_needs_addresses(policy)
         self._memory: dict[MailboxKey, dict[int, Tagged]] = {}
-        self.unclassifiable = Tagged(policy.levels.highest, _unclassified_block(policy), ())
+        self.unclassifiable = Tagged(policy.levels.highest, render_unclassified(policy.levels.highest), ())
 
     def _tag(self, features: MessageFeatures, spoofs: tuple[int, ...]) -> Tagged:
         verdict = evaluate(features, self.policy)
@@ -66,6 +66,8 @@ class VerdictMemory:
                     features = MessageFeatures.from_dict(entry.features)
                 except (KeyError, ValueError, TypeError):
                     continue
+                if not self.policy.can_judge(features):
+                    continue  # a rule reads a header these features did not keep: read again
                 memory[uid] = self._tag(features, entry.spoofs)
         return {uid: memory[uid] for uid in uids if uid in memory}
 
@@ -83,11 +85,6 @@ class VerdictMemory:
             entries.append((uid, CachedEntry(stored.to_dict(), FEATURES_VERSION, self.keep_addresses, spoofs)))
         self.cache.put_many(key, entries)
         return result
-
-
-def _unclassified_block(policy: Policy) -> bytes:
-    line = f"{HEADER_NAME}: v=1; level={policy.levels.highest}; unclassified;".encode()
-    return line + b" " * (HEADER_LENGTH - 2 - len(line)) + b"\r\n"
 
 
 class SessionClassifier:
