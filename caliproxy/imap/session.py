@@ -127,6 +127,10 @@ class ProxySession:
         self.client_tls = settings.client_tls
         self.authenticated = False
         self.account: str | None = None
+        # What the client declared about itself (IMAP ID, RFC 2971) and how it authenticated;
+        # trust rules may use the first only to lower a clearance.
+        self.client_id: dict[str, str] | None = None
+        self.auth_mechanism: str | None = None
         self.upstream_caps: list[bytes] = []
         self._phase = _Phase.GREETING
         self._client = Framer(max_line=settings.max_line, pause_on_sync_literal=True)
@@ -612,6 +616,8 @@ class ProxySession:
             if refusal is not None:
                 self._answer(start, start.tag, b"NO", refusal)
                 return
+        if start.verb == "ID" and not start.uid:
+            self.client_id = _id_fields(args[0])
         if self._on_command(start, args, current):
             return
         pending = _Pending(start)
@@ -627,6 +633,7 @@ class ProxySession:
             self._auth_step = 0
             mechanism = args[0]
             self._auth_mechanism = mechanism.upper().encode() if isinstance(mechanism, Atom) else b""
+            self.auth_mechanism = self._auth_mechanism.decode("ascii", "replace")
             self._client.literals_enabled = False
             if len(args) == 2:
                 initial = args[1]
@@ -815,6 +822,15 @@ class ProxySession:
 
     def _on_idle_done(self) -> bool:
         return False
+
+
+def _id_fields(params: Token) -> dict[str, str]:
+    """The client's ID parameters (``("name" "Thunderbird" ...)``) as a small dict."""
+    if not isinstance(params, list):
+        return {}
+    values = [p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p) for p in params
+              if not isinstance(p, list)]
+    return {values[i].lower()[:64]: values[i + 1][:256] for i in range(0, len(values) - 1, 2)}
 
 
 def _account_name(raw: bytes) -> str:
