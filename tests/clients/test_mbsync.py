@@ -160,7 +160,7 @@ def test_mbsync_pull_through_proxy_is_byte_identical_to_direct(
     assert sum(direct["INBOX"].values()) == expected["INBOX"]
     assert sum(direct[SECOND_FOLDER].values()) == expected[SECOND_FOLDER]
 
-    proxy = proxy_factory(dovecot, upstream_tls="implicit")
+    proxy = proxy_factory(dovecot, upstream_tls="implicit", tagging=False)  # a transparent relay
     proxied = _mbsync(tmp_path / "proxied", proxy.ports[listener], ssl_type, ca_pem)
 
     assert proxied.keys() == direct.keys()
