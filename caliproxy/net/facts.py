@@ -66,13 +66,10 @@ def request_client_certificates(options: ssl.CertificateOptions, ca_file: Path |
     """
     context = options.getContext()
     if ca_file is not None:
-        store = context.get_cert_store()
-        assert store is not None
-        authorities = _load_certificates(ca_file)
-        for certificate in authorities:
-            store.add_cert(certificate)
+        _load_certificates(ca_file)  # a clear ConfigError for a missing or malformed file
+        context.load_verify_locations(str(ca_file))
         # Tell clients which issuers we take, so they offer the right certificate.
-        context.set_client_ca_list([certificate.get_subject() for certificate in authorities])
+        context.load_client_ca(str(ca_file).encode())
     context.set_verify(SSL.VERIFY_PEER, _record_verification)
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_options(SSL.OP_NO_TICKET)
@@ -148,10 +145,20 @@ def verify_certificate_file(certificate_pem: bytes, ca_file: Path | None,
         context = crypto.X509StoreContext(store, blocks[0], blocks[1:] or None)
         try:
             context.verify_certificate()
-            chains = True
+            chains = _usable_by_clients(leaf)
         except crypto.X509StoreContextError:
             chains = False
     return certificate_fingerprint(leaf), leaf.not_valid_after_utc, chains
+
+
+def _usable_by_clients(certificate: x509.Certificate) -> bool:
+    # The handshake verifies for the TLS-client purpose: an extended key usage, when present,
+    # must allow clientAuth. The offline store does not check purposes, so this does.
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH in usage
 
 
 def _split_pem(data: bytes) -> list[bytes]:
