@@ -45,7 +45,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
         if config.tls is not None:
-            tls.server_options(config.tls.certificate, config.tls.key)
+            options = tls.server_options(config.tls.certificate, config.tls.key)
+            if config.tls.client_ca is not None:
+                from caliproxy.net.facts import request_client_certificates
+
+                request_client_certificates(options, config.tls.client_ca)
         if config.upstream_imap.ca_file is not None:
             tls.client_options(config.upstream_imap.verify_name, config.upstream_imap.ca_file)
     except ConfigError as exc:

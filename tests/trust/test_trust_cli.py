@@ -141,3 +141,16 @@ def test_the_installed_command_runs(config_file: Path) -> None:
                            "--ip", "192.168.1.1"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("clearance: internal (rule lan)\nreasons:\n")
+
+
+def test_check_config_reads_the_device_ca(capsys: pytest.CaptureFixture[str], config_file: Path,
+                                          tmp_path: Path) -> None:
+    assert main(["check-config", str(config_file)]) == 0
+    (tmp_path / "not-a-ca.pem").write_text("nothing here")
+    broken = config_file.read_text().replace(str(Path(yaml.safe_load(config_file.read_text())
+                                                      ["tls"]["client_ca"])),
+                                             str(tmp_path / "not-a-ca.pem"))
+    config_file.write_text(broken)
+    capsys.readouterr()
+    assert main(["check-config", str(config_file)]) == 1
+    assert "not-a-ca.pem: no PEM certificate found" in capsys.readouterr().err
