@@ -30,14 +30,6 @@ def install_reactor() -> object:
     return reactor
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from caliproxy.config import load_config
     from caliproxy.net import tls
@@ -63,33 +55,61 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from caliproxy.config import load_config
+    from caliproxy.observe.logs import setup_logging
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    _setup_logging(config.logging.level)
     reactor = install_reactor()
+    setup_logging(config.logging.level, config.logging.format)
+    log = logging.getLogger("caliproxy")
+    from caliproxy.net import systemd
     from caliproxy.service import make_service
 
     try:
         proxy = make_service(config, reactor)
         proxy.startService()
+        if config.metrics is not None:
+            proxy.metrics.serve(config.metrics.address, config.metrics.port)
+            log.info("metrics on http://%s:%d/metrics", config.metrics.address, config.metrics.port)
     except (CaliproxyError, OSError) as exc:
         print(f"caliproxy: cannot start: {exc}", file=sys.stderr)
         return 1
     for name, port in proxy.ports.items():
         host = port.getHost()
-        logging.getLogger("caliproxy").info("listener %s on %s:%d", name, host.host, host.port)
+        log.info("listener %s on %s:%d", name, host.host, host.port)
+    systemd.notify("READY=1")  # every listener is bound
+    interval = systemd.watchdog_interval()
+    if interval:
+        from twisted.internet.task import LoopingCall
 
-    def stop(*_: object) -> None:
-        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+        LoopingCall(systemd.notify, "WATCHDOG=1").start(interval)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def reload() -> None:
+        systemd.notify("RELOADING=1")
+        try:
+            summary = proxy.reload(load_config(args.config))
+        except ConfigError as exc:
+            proxy.metrics.reloads.labels("invalid").inc()
+            log.error("reload refused, still running the previous configuration:\n%s", exc)
+        else:
+            proxy.metrics.reloads.labels("ok").inc()
+            log.info("%s", summary)
+        systemd.notify("READY=1")
+
+    def stop() -> None:
+        systemd.notify("STOPPING=1")
+        reactor.stop()  # type: ignore[attr-defined]
+
+    # Signals arrive between reactor iterations; hand them to the reactor thread.
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop))  # type: ignore[attr-defined]
+    signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(stop))  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", proxy.stopService)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    log.info("stopped")
     return 0
 
 

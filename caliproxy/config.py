@@ -82,6 +82,15 @@ class CacheConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = "info"
+    format: str = "human"  # human | json
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where Prometheus scrapes us; None in Config means no metrics endpoint."""
+
+    address: str = "127.0.0.1"
+    port: int = 9465
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class Config:
     trust: TrustPolicy = field(default_factory=TrustPolicy)  # no rules: the lowest level for all
     devices: tuple[Device, ...] = ()  # the device registry (also in trust.devices)
     proxy_protocol_from: tuple[str, ...] = ()  # default load balancers for proxy_protocol listeners
+    metrics: MetricsConfig | None = None
 
 
 # -- reading YAML with line numbers ---------------------------------------------------------------
@@ -373,10 +383,20 @@ def _cache(r: _Reader, node: yaml.Node | None, base: Path) -> CacheConfig:
 
 
 def _logging(r: _Reader, node: yaml.Node | None) -> LoggingConfig:
-    keys = r.mapping(node, "logging", {"level"})
+    keys = r.mapping(node, "logging", {"level", "format"})
     level = r.scalar(keys.get("level"), "logging.level", str, "info",
                      _one_of("debug", "info", "warning", "error"))
-    return LoggingConfig(level)
+    fmt = r.scalar(keys.get("format"), "logging.format", str, "human", _one_of("human", "json"))
+    return LoggingConfig(level, fmt)
+
+
+def _metrics(r: _Reader, node: yaml.Node | None) -> MetricsConfig | None:
+    if node is None:
+        return None
+    keys = r.mapping(node, "metrics", {"address", "port"})
+    address = r.scalar(keys.get("address"), "metrics.address", str, "127.0.0.1", _address)
+    port = r.scalar(keys.get("port"), "metrics.port", int, 9465, _port)
+    return MetricsConfig(address, port)
 
 
 def parse_config(text: str, *, source: str = "<config>", base: Path | None = None,
@@ -396,7 +416,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     if root is None:
         raise ConfigError(f"{source}: the file is empty")
     top = r.mapping(root, "", {"listeners", "upstream", "tls", "limits", "logging", "policy",
-                               "cache", "trust", "devices", "proxy_protocol_from"},
+                               "cache", "trust", "devices", "proxy_protocol_from", "metrics"},
                     {"listeners", "upstream"})
     proxy_from = (_networks(r, top["proxy_protocol_from"], "proxy_protocol_from")
                   if "proxy_protocol_from" in top else ())
@@ -414,8 +434,11 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     trust = _trust(r, top.get("trust"), top.get("devices"), policy, listeners)
     if r.errors:
         raise ConfigError("\n".join(r.errors))
+    metrics = _metrics(r, top.get("metrics"))
+    if r.errors:
+        raise ConfigError("\n".join(r.errors))
     return Config(tuple(listeners), upstream, tls, upstream_smtp, limits, logging_config, source,
-                  policy, cache, trust, trust.devices, proxy_from)
+                  policy, cache, trust, trust.devices, proxy_from, metrics)
 
 
 def load_config(path: str | Path, *, check_files: bool = True) -> Config:

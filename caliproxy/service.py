@@ -22,6 +22,7 @@ from caliproxy.imap.session import SessionSettings, UpstreamSecurity
 from caliproxy.net import facts, tls
 from caliproxy.net.imap_proxy import ClientFactory, ListenerContext, UpstreamEndpoint
 from caliproxy.net.proxy_protocol import ProxyProtocolFactory, parse_networks
+from caliproxy.observe.metrics import Metrics
 from caliproxy.store.cache import ClassificationCache
 from caliproxy.store.classifier import SessionClassifier, VerdictMemory
 from caliproxy.net.smtp_server import SubmissionContext, SubmissionListener
@@ -35,25 +36,42 @@ audit = logging.getLogger("caliproxy.audit")
 
 
 class Connections:
-    """Live client connections, so shutdown can say BYE to each and tests can count them."""
+    """Live client connections, so shutdown can say BYE to each and tests can count them; the
+    observer of every connection event, feeding logs, the audit log and metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
         self.open: set[Any] = set()
         self.total = 0
 
     def __call__(self, kind: str, subject: Any) -> None:
         # Never log credentials or message content: peers, listener names and account names only.
-        if kind == "connection_opened":
+        metrics = self.metrics
+        if kind == "command":
+            metrics.command(subject.name, subject.status)
+            if subject.name in ("LOGIN", "AUTHENTICATE") and subject.status == "NO" and not subject.local:
+                metrics.auth_failures.labels("imap").inc()
+        elif kind == "connection_opened":
             self.open.add(subject)
             self.total += 1
+            metrics.connections.labels(subject.context.name).inc()
+            metrics.connections_active.labels(subject.context.name).inc()
             log.info("connection from %s on %s", subject.peer, subject.context.name)
         elif kind == "connection_closed":
             if subject in self.open:
+                hidden = getattr(subject.session, "hidden_count", 0)
+                metrics.connections_active.labels(subject.context.name).dec()
+                metrics.messages_hidden.labels(subject.context.name).inc(hidden)
                 log.info("connection from %s on %s closed", subject.peer, subject.context.name)
+                if subject.session.authenticated:
+                    audit.info("session end listener=%s client=%s account=%s clearance=%s hidden=%d",
+                               subject.context.name, subject.client_address,
+                               json.dumps(subject.session.account), subject.clearance.level, hidden)
             self.open.discard(subject)
         elif kind == "classified":
             # One line per session: who, from where, what it may see and why (never credentials).
             decided = subject.clearance
+            metrics.sessions.labels(subject.context.name, decided.level).inc()
             audit.info("clearance level=%s listener=%s client=%s port=%s account=%s rule=%s "
                        "reasons=%s", decided.level, subject.context.name, subject.client_address,
                        subject.peer.rpartition(":")[2],
@@ -65,16 +83,20 @@ class Connections:
 
 
 class SubmissionEvents:
-    """Counts what the SMTP listeners report (metrics will observe the same events)."""
+    """Counts what the SMTP listeners report, and feeds the same events to the metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
         self.counts: Counter[tuple[str, str, str]] = Counter()
 
     def __call__(self, event: object) -> None:
         if isinstance(event, MessageRelayed):
             self.counts["message", event.outcome.value, event.level or "-"] += 1
+            self.metrics.smtp_messages.labels(event.outcome.value, event.level or "none").inc()
         elif isinstance(event, LoginChecked):
             self.counts["login", event.outcome.value, "-"] += 1
+            if event.outcome.value != "accepted":
+                self.metrics.auth_failures.labels("smtp").inc()
 
 
 class ProxyService(service.MultiService):
@@ -84,35 +106,23 @@ class ProxyService(service.MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.connections = Connections()
-        self.submissions = SubmissionEvents()
+        self.metrics = Metrics()
+        self.connections = Connections(self.metrics)
+        self.submissions = SubmissionEvents(self.metrics)
         self.ports: dict[str, Any] = {}
+        self.factories: dict[str, ClientFactory] = {}
         self.cache = ClassificationCache(config.cache.path)
+        self.metrics.watch_cache(self.cache)
         upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
         self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id)
         self._smtp_ssl_context: Any = None
         # The name we give in SMTP greetings and EHLO upstream; no DNS lookup (getfqdn may block).
         self._hostname = socket.gethostname() or "caliproxy"
-        server_options = (
-            tls.server_options(config.tls.certificate, config.tls.key) if config.tls else None
-        )
-        if config.tls is not None and (config.tls.client_ca or config.trust.uses_certificates):
-            facts.request_client_certificates(server_options, config.tls.client_ca)
-        upstream = config.upstream_imap
-        if upstream.tls == "none":
-            log.warning("upstream %s:%d is configured with tls: none; credentials and mail cross "
-                        "the network in clear", upstream.host, upstream.port)
-            client_options = None
-        else:
-            client_options = tls.client_options(upstream.verify_name, upstream.ca_file)
-        endpoint = UpstreamEndpoint(
-            host=upstream.host,
-            port=upstream.port,
-            implicit_tls=upstream.tls == "implicit",
-            tls_options=client_options,
-            connect_timeout=upstream.connect_timeout,
-            server_name=upstream.verify_name,
-        )
+        # One holder for our certificate: a reload swaps what it holds, and every new handshake
+        # (implicit TLS or STARTTLS) asks it for the current context.
+        self.server_tls = tls.ReloadableServerOptions(self._server_options(config))
+        server_options = self.server_tls if config.tls is not None else None
+        endpoint = self._imap_upstream(config)
         smtp_upstream = self._smtp_upstream() if config.upstream_smtp is not None else None
         for listener in config.listeners:
             if listener.protocol == "imap":
@@ -123,8 +133,35 @@ class ProxyService(service.MultiService):
                 raise ConfigError(f"listener {listener.name}: protocol {listener.protocol} is not "
                                   "served by this version")
 
-    def _add_listener(self, listener: ListenerConfig, upstream: UpstreamEndpoint,
-                      server_options: Any) -> None:
+    @staticmethod
+    def _server_options(config: Config) -> Any:
+        if config.tls is None:
+            return None
+        options = tls.server_options(config.tls.certificate, config.tls.key)
+        if config.tls.client_ca or config.trust.uses_certificates:
+            facts.request_client_certificates(options, config.tls.client_ca)
+        return options
+
+    @staticmethod
+    def _imap_upstream(config: Config) -> UpstreamEndpoint:
+        upstream = config.upstream_imap
+        if upstream.tls == "none":
+            log.warning("upstream %s:%d is configured with tls: none; credentials and mail cross "
+                        "the network in clear", upstream.host, upstream.port)
+            client_options = None
+        else:
+            client_options = tls.client_options(upstream.verify_name, upstream.ca_file)
+        return UpstreamEndpoint(
+            host=upstream.host,
+            port=upstream.port,
+            implicit_tls=upstream.tls == "implicit",
+            tls_options=client_options,
+            connect_timeout=upstream.connect_timeout,
+            server_name=upstream.verify_name,
+        )
+
+    def _listener_context(self, listener: ListenerConfig, upstream: UpstreamEndpoint,
+                          server_options: Any) -> ListenerContext:
         settings = SessionSettings(
             client_tls=listener.tls == "implicit",
             starttls_available=listener.tls == "starttls",
@@ -135,7 +172,7 @@ class ProxyService(service.MultiService):
             max_response_line=self.config.limits.max_response_line_length,
             max_literal=self.config.limits.max_literal_size,
         )
-        context = ListenerContext(
+        return ListenerContext(
             name=listener.name,
             settings=settings,
             upstream=upstream,
@@ -147,7 +184,13 @@ class ProxyService(service.MultiService):
             classifier_for=lambda account, level, tagging=listener.tagging: self._classifier(
                 account, level, tagging),
         )
-        factory: Any = ClientFactory(context, self.reactor, self.connections)
+
+    def _add_listener(self, listener: ListenerConfig, upstream: UpstreamEndpoint,
+                      server_options: Any) -> None:
+        context = self._listener_context(listener, upstream, server_options)
+        client_factory = ClientFactory(context, self.reactor, self.connections)
+        self.factories[listener.name] = client_factory
+        factory: Any = client_factory
         if listener.tls == "implicit":
             factory = TLSMemoryBIOFactory(server_options, False, factory)
         if listener.proxy_protocol:
@@ -193,14 +236,57 @@ class ProxyService(service.MultiService):
         SubmissionListener(context, self.reactor, self.ports, self.submissions).setServiceParent(self)
 
     def _classifier(self, account: str, level: str | None, tagging: bool) -> SessionClassifier | None:
-        if level is None and not tagging:
+        verdicts = self.verdicts  # the policy at the time of login, frozen for the session
+        top = level is None or level == verdicts.policy.levels.highest
+        if top and not tagging:
             return None  # nothing to tag and nothing to hide: a plain relay
-        return SessionClassifier(self.verdicts, account, level)
+        return SessionClassifier(verdicts, account, None if top else level)
+
+    # -- reload (SIGHUP) ---------------------------------------------------------------------------
+
+    def reload(self, config: Config) -> str:
+        """Switch to ``config`` without dropping anyone; returns a summary for the log.
+
+        New connections get the new policy, trust rules, limits, upstream and certificate; live
+        sessions keep what they had, except that a session whose clearance the new trust rules
+        lower is ended with BYE (its client reconnects and is judged again). Listener sockets
+        cannot move while running: a change to them raises ConfigError (restart instead)."""
+        if _listener_shape(config) != _listener_shape(self.config):
+            raise ConfigError("listeners changed (names, addresses, ports, TLS or protocols): "
+                              "restart caliproxy to apply that")
+        server_options = self._server_options(config)
+        endpoint = self._imap_upstream(config)
+        if config.policy != self.config.policy:
+            upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
+            self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id)
+        self.config = config
+        if server_options is not None:
+            self.server_tls.replace(server_options)
+        for listener in config.listeners:
+            factory = self.factories.get(listener.name)
+            if factory is not None:
+                factory.context = self._listener_context(
+                    listener, endpoint, self.server_tls if config.tls is not None else None)
+        ended = 0
+        for protocol in list(self.connections.open):
+            if protocol.rejudge(config.trust):
+                ended += 1
+        return f"reloaded {config.source}; {ended} session(s) ended because their clearance was lowered"
 
     def stopService(self) -> Any:
+        """Stop accepting, say BYE to every IMAP session, let submissions finish, close the cache."""
         for protocol in list(self.connections.open):
             protocol.apply(protocol.session.shutdown("caliproxy is shutting down"))
-        return super().stopService()
+        stopped = super().stopService()
+
+        def close_cache(result: Any) -> Any:
+            self.cache.close()
+            return result
+
+        if stopped is None:
+            self.cache.close()
+            return None
+        return stopped.addBoth(close_cache)
 
 
 class _ListeningService(internet.StreamServerEndpointService):
@@ -219,6 +305,10 @@ class _ListeningService(internet.StreamServerEndpointService):
     def _record(self, port: Any) -> Any:
         self._ports[self.name] = port
         return port
+
+
+def _listener_shape(config: Config) -> list[tuple[Any, ...]]:
+    return [(l.name, l.protocol, l.address, l.port, l.tls, l.proxy_protocol) for l in config.listeners]
 
 
 def make_service(config: Config, reactor: Any) -> ProxyService:

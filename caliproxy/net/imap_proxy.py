@@ -209,8 +209,25 @@ class ClientProtocol(Protocol):
             sasl_mechanism=getattr(self.session, "auth_mechanism", None),
             client_id=getattr(self.session, "client_id", None),
         )
+        self.facts = facts
         self.clearance = clearance(facts, self.context.trust, now=datetime.now(UTC))
         self.on_event("classified", self)
+
+    def rejudge(self, trust: TrustPolicy) -> bool:
+        """After a reload: end this session (BYE) if the new rules give it a lower clearance.
+
+        Trust is frozen for a session's life; lowering it in place would mean synthesising
+        EXPUNGEs for newly hidden mail, so the client reconnects and is judged afresh."""
+        facts = getattr(self, "facts", None)
+        if facts is None or not self.session.authenticated:
+            return False
+        new = clearance(facts, trust, now=datetime.now(UTC))
+        levels = trust.levels
+        if new.level in levels and self.clearance.level in levels and (
+                levels.rank(new.level) >= levels.rank(self.clearance.level)):
+            return False
+        self.apply(self.session.shutdown("clearance lowered by a configuration reload; reconnect"))
+        return True
 
     # -- timers ----------------------------------------------------------------------------------
 

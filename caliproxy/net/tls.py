@@ -61,6 +61,24 @@ def server_options(certificate: Path, key: Path) -> ssl.CertificateOptions:
     return options
 
 
+class ReloadableServerOptions:
+    """Server TLS options whose certificate can be replaced while listeners keep running.
+
+    Twisted asks for a context at every handshake (``getContext``), so after ``replace`` new
+    handshakes use the new certificate and existing connections are untouched."""
+
+    def __init__(self, options: ssl.CertificateOptions | None) -> None:
+        self._options = options
+
+    def replace(self, options: ssl.CertificateOptions) -> None:
+        self._options = options
+
+    def getContext(self) -> object:  # noqa: N802 - Twisted's interface name
+        if self._options is None:
+            raise ConfigError("no TLS certificate is configured")
+        return self._options.getContext()
+
+
 def client_options(server_name: str, ca_file: Path | None) -> IOpenSSLClientConnectionCreator:
     """Options for connecting to an upstream, verifying its certificate and ``server_name``."""
     if ca_file is None:

@@ -1,0 +1,151 @@
+"""Running it for years: metrics, reload on SIGHUP, shutdown on SIGTERM, redacted logs.
+
+Everything here drives the real ``caliproxy run`` process in front of a real Dovecot.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import signal
+import socket
+import ssl
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from caliproxy.demo.dovecot import free_port
+
+pytestmark = pytest.mark.integration
+
+SECRET_POLICY = {"default_level": "internal",
+                 "rules": [{"name": "secret-subject", "level": "secret",
+                            "match": {"header": {"name": "Subject", "regex": "SECRET"}}}]}
+
+
+def login(proxy, listener: str = "imaps") -> imaplib.IMAP4_SSL:
+    context = ssl.create_default_context(cafile=str(proxy.ca_pem))
+    client = imaplib.IMAP4_SSL("localhost", proxy.ports[listener], ssl_context=context, timeout=20)
+    client.login("alice", "alicepw")
+    return client
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def rewrite_config(proxy, change) -> None:
+    config = yaml.safe_load(proxy.config_path.read_text())
+    change(config)
+    proxy.config_path.write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture
+def running(dovecot, proxy_factory):
+    dovecot.deliver("alice", b"Subject: hello\r\n\r\nvisible body\r\n")
+    dovecot.deliver("alice", b"Subject: SECRET plans\r\n\r\nsecret body\r\n")
+    metrics_port = free_port()
+    proxy = proxy_factory(dovecot, extra_config={
+        "policy": SECRET_POLICY,
+        "trust": {"rules": [{"name": "everyone", "level": "secret"}]},
+        "metrics": {"address": "127.0.0.1", "port": metrics_port},
+        "logging": {"level": "debug", "format": "json"},
+    })
+    proxy.extra["metrics_port"] = metrics_port
+    return proxy
+
+
+def scrape(proxy) -> str:
+    url = f"http://127.0.0.1:{proxy.extra['metrics_port']}/metrics"
+    return urllib.request.urlopen(url, timeout=5).read().decode()
+
+
+def test_metrics_are_served_with_bounded_labels(running):
+    client = login(running)
+    client.select("INBOX")
+    client.fetch("1:*", "(FLAGS)")
+    client.logout()
+    wait_for(lambda: 'caliproxy_connections_active{listener="imaps"} 0.0' in scrape(running))
+    text = scrape(running)
+    for name in ("caliproxy_connections_total", "caliproxy_sessions_total", "caliproxy_imap_commands_total",
+                 "caliproxy_cache_entries", "caliproxy_reloads_total", "caliproxy_messages_hidden_total"):
+        assert name in text, name
+    assert 'caliproxy_imap_commands_total{status="OK",verb="SELECT"} 1.0' in text
+    assert 'caliproxy_sessions_total{clearance="secret",listener="imaps"} 1.0' in text
+    assert "alice" not in text and "INBOX" not in text  # no user or mailbox in any label
+
+
+def test_logs_are_json_and_never_hold_credentials_or_content(running):
+    client = login(running)
+    client.select("INBOX")
+    client.fetch("1:*", "(BODY.PEEK[])")
+    client.logout()
+    running.stop()
+    lines = [line for line in running.log().splitlines() if line.startswith("{")]
+    assert lines and all(json.loads(line)["level"] for line in lines)
+    text = running.log()
+    for secret in ("alicepw", "secret body", "SECRET plans", "YWxpY2U"):  # password, body, subject, base64
+        assert secret not in text
+    assert any('"caliproxy.audit"' in line and "clearance" in line for line in lines)
+
+
+def test_invalid_reload_keeps_the_old_configuration(running):
+    client = login(running)
+    rewrite_config(running, lambda c: c.update(bogus_key=1))
+    running.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in running.log())
+    assert 'caliproxy_reloads_total{outcome="invalid"} 1.0' in scrape(running)
+    assert client.noop()[0] == "OK"  # nobody was dropped
+    assert login(running).select("INBOX")[1] == [b"2"]
+
+
+def test_reload_lowering_clearance_ends_affected_sessions_only(running):
+    imaps = login(running)
+    imaps.select("INBOX")
+
+    def lower(config):
+        config["trust"] = {"rules": [{"name": "imaps-now-internal", "level": "internal",
+                                      "match": {"listener": ["imaps"]}},
+                                     {"name": "others", "level": "secret"}]}
+
+    rewrite_config(running, lower)
+    running.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "session(s) ended because their clearance was lowered" in running.log())
+    with pytest.raises((imaplib.IMAP4.abort, OSError)):
+        for _ in range(3):
+            imaps.noop()
+    # reconnecting: judged by the new rules, the secret message no longer exists
+    again = login(running)
+    assert again.select("INBOX")[1] == [b"1"]
+    again.logout()
+
+
+def test_renewed_certificate_is_used_for_new_handshakes(running, tls_ca, tmp_path):
+    old = login(running)
+    leaf = tls_ca.issue_cert("localhost", "127.0.0.1", common_name="renewed.caliproxy.test")
+    cert, key = tmp_path / "renewed.pem", tmp_path / "renewed-key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    rewrite_config(running, lambda c: c.update(tls={"certificate": str(cert), "key": str(key)}))
+    running.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in running.log())
+    context = ssl.create_default_context(cafile=str(running.ca_pem))
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", running.ports["imaps"])),
+                             server_hostname="localhost") as sock:
+        subject = dict(item[0] for item in sock.getpeercert()["subject"])
+    assert subject.get("commonName") == "renewed.caliproxy.test"
+    assert old.noop()[0] == "OK"  # the connection made before the renewal is untouched
+
+
+def test_sigterm_says_bye_and_exits_zero(running):
+    client = login(running)
+    client.select("INBOX")
+    running.process.send_signal(signal.SIGTERM)
+    assert client.readline() == b"* BYE caliproxy is shutting down\r\n"
+    assert running.process.wait(15) == 0
