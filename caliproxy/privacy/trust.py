@@ -85,8 +85,9 @@ def _quote(value: str) -> str:
     return repr(shown)
 
 
-def _short(fingerprint: str) -> str:
-    return f"sha256:{fingerprint}"
+def _shown_fingerprint(fingerprint: str) -> str:
+    # The colon form openssl prints: recognisable, and no log filter mistakes it for base64.
+    return "sha256:" + ":".join(fingerprint[i:i + 2] for i in range(0, len(fingerprint), 2))
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -413,7 +414,7 @@ def _judge_certificate(
     if fingerprint is None:
         reasons.append("no client certificate")
         return _Certificate()
-    subject = f"client certificate {_short(fingerprint)}"
+    subject = f"client certificate {_shown_fingerprint(fingerprint)}"
     if facts.cert_not_after is not None and facts.cert_not_after <= now:
         reasons.append(f"{subject} expired at {_when(facts.cert_not_after)}: not a device")
         return _Certificate(present=True)

@@ -20,6 +20,7 @@ from caliproxy.demo.dovecot import free_port
 from tests.fixtures.proxy import ProxyProcess
 from tests.fixtures.upstreams import ServerCertFiles
 from tests.trust.conftest import ClientCert, DeviceCerts, ModuleProxy
+from tests.trust.test_clearance import shown
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +171,7 @@ def test_client_certificate_on_implicit_tls(trusted_proxy: ProxyProcess, device_
     assert any(says in reason for reason in line["reasons"]), line["reasons"]
     assert line["reasons"][0].startswith(f"listener 'imaps', client {OTHER_LOOPBACK}, TLS 1.")
     if cert is not None:
-        assert any(cert.fingerprint in reason for reason in line["reasons"])
+        assert any(shown(cert.fingerprint) in reason for reason in line["reasons"])
     assert "alicepw" not in trusted_proxy.log()
 
 

@@ -15,6 +15,7 @@ import yaml
 from caliproxy.cli import main
 from tests.fixtures.upstreams import ServerCertFiles
 from tests.trust.conftest import DeviceCerts
+from tests.trust.test_clearance import shown
 
 
 @pytest.fixture
@@ -86,7 +87,8 @@ def test_text_output_lists_every_reason(capsys: pytest.CaptureFixture[str], conf
     assert lines[1] == "reasons:"
     assert lines[2] == "  - listener 'imaps', client 192.168.1.20, TLS 1.3"
     assert "  - account 'alice'" in lines
-    assert f"  - client certificate sha256:{device_certs.laptop.fingerprint} is registered device 'laptop'" in lines
+    assert f"  - client certificate {shown(device_certs.laptop.fingerprint)} is registered device 'laptop'" \
+        in lines
     assert "  - rule 'devices' matched (device laptop|old-phone): level secret" in lines
 
 
