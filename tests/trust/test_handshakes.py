@@ -4,6 +4,7 @@ protocol v1/v2 headers. Each session's clearance is read back from its audit log
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
@@ -60,16 +61,19 @@ def trusted_proxy(module_proxy: ModuleProxy, server_cert_files: ServerCertFiles,
             {"name": "pinned", "fingerprint": ":".join(
                 certs.pinned.fingerprint[i:i + 2].upper() for i in range(0, 64, 2))},
         ],
-        "trust": {"rules": [
-            {"name": "devices", "level": "secret",
-             "match": {"device": ["laptop", "old-phone", "stolen", "pinned"], "tls_min": "1.3"}},
-            {"name": "device-ca", "level": "confidential", "match": {"device_ca": True}},
-            {"name": "balanced-v6", "level": "confidential",
-             "match": {"listener": ["lb", "lb-starttls"], "network": ["2001:db8::/32"]}},
-            {"name": "balanced", "level": "internal",
-             "match": {"listener": ["lb", "lb-starttls"], "network": ["203.0.113.0/24"]}},
-            {"name": "loopback-one", "level": "internal", "match": {"network": ["127.0.0.1/32"]}},
-        ]},
+        "trust": {
+            "rules": [
+                {"name": "devices", "level": "secret",
+                 "match": {"device": ["laptop", "old-phone", "stolen", "pinned"], "tls_min": "1.3"}},
+                {"name": "device-ca", "level": "confidential", "match": {"device_ca": True}},
+                {"name": "balanced-v6", "level": "confidential",
+                 "match": {"listener": ["lb", "lb-starttls"], "network": ["2001:db8::/32"]}},
+                {"name": "balanced", "level": "internal",
+                 "match": {"listener": ["lb", "lb-starttls"], "network": ["203.0.113.0/24"]}},
+                {"name": "loopback-one", "level": "internal", "match": {"network": ["127.0.0.1/32"]}},
+            ],
+            "client_id": [{"name": "webmail", "level": "public", "match": {"name": "*webmail*"}}],
+        },
     }
     return module_proxy(listeners, extra)
 
@@ -97,7 +101,8 @@ def _context(ca_pem: Path, cert: ClientCert | None, tls12: bool) -> ssl.SSLConte
 
 
 def session(proxy: ProxyProcess, listener: str, *, source: str = "127.0.0.1",
-            cert: ClientCert | None = None, header: bytes = b"", tls12: bool = False) -> int:
+            cert: ClientCert | None = None, header: bytes = b"", tls12: bool = False,
+            client_id: bytes = b"", sasl_plain: bool = False) -> int:
     """Log in as alice on ``listener`` and log out; return the TCP source port used."""
     plain = socket.create_connection(("127.0.0.1", proxy.ports[listener]), timeout=10,
                                      source_address=(source, 0))
@@ -114,7 +119,13 @@ def session(proxy: ProxyProcess, listener: str, *, source: str = "127.0.0.1",
         else:
             sock = context.wrap_socket(plain, server_hostname="localhost")
             _read_until(sock, b"*")
-        sock.sendall(b"a LOGIN alice alicepw\r\n")
+        if client_id:
+            sock.sendall(b"i ID " + client_id + b"\r\n")
+            assert b"i OK" in _read_until(sock, b"i")
+        if sasl_plain:
+            sock.sendall(b"a AUTHENTICATE PLAIN " + base64.b64encode(b"\0alice\0alicepw") + b"\r\n")
+        else:
+            sock.sendall(b"a LOGIN alice alicepw\r\n")
         assert b"a OK" in _read_until(sock, b"a")
         sock.sendall(b"b NOOP\r\n")
         assert b"b OK" in _read_until(sock, b"b")
@@ -183,6 +194,22 @@ def test_tls_minimum_version_is_the_negotiated_one(trusted_proxy: ProxyProcess,
     assert (line["level"], line["rule"]) == ("confidential", "device-ca")
     assert "rule 'devices' does not apply: TLS 1.2 is below 1.3" in line["reasons"]
     assert line["reasons"][0].startswith(f"listener 'imaps', client {OTHER_LOOPBACK}, TLS 1.2 (")
+
+
+def test_a_declared_client_id_only_lowers(trusted_proxy: ProxyProcess,
+                                          device_certs: DeviceCerts) -> None:
+    """The laptop that calls itself a webmail before logging in gets the lowest level; the
+    SASL mechanism it used is a fact in the reasons."""
+    port = session(trusted_proxy, "imaps", source=OTHER_LOOPBACK, cert=device_certs.laptop,
+                   client_id=b'("name" "Test Webmail" "version" "1")', sasl_plain=True)
+    line = audit(trusted_proxy, port)
+    assert (line["level"], line["rule"]) == ("public", "devices")
+    assert "account 'alice' (PLAIN)" in line["reasons"]
+    assert "client-ID rule 'webmail' matched (name='Test Webmail'): lowered from secret to public" \
+        in line["reasons"]
+    port = session(trusted_proxy, "imaps", source=OTHER_LOOPBACK, cert=device_certs.laptop,
+                   client_id=b'("name" "Thunderbird")')
+    assert audit(trusted_proxy, port)["level"] == "secret"
 
 
 def test_device_certificate_after_starttls(trusted_proxy: ProxyProcess, device_certs: DeviceCerts) -> None:
