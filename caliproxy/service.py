@@ -47,7 +47,14 @@ class Connections:
     def __call__(self, kind: str, subject: Any) -> None:
         # Never log credentials or message content: peers, listener names and account names only.
         metrics = self.metrics
-        if kind == "command":
+        if kind == "bytes":
+            listener, direction, count = subject
+            metrics.bytes.labels(listener, direction).inc(count)
+        elif kind == "upstream_connected":
+            metrics.upstream_connect.labels("imap").observe(subject)
+        elif kind == "tls_failed":
+            metrics.tls_failures.labels(subject).inc()
+        elif kind == "command":
             metrics.command(subject.name, subject.status)
             if subject.name in ("LOGIN", "AUTHENTICATE") and subject.status == "NO" and not subject.local:
                 metrics.auth_failures.labels("imap").inc()
@@ -93,6 +100,7 @@ class SubmissionEvents:
         if isinstance(event, MessageRelayed):
             self.counts["message", event.outcome.value, event.level or "-"] += 1
             self.metrics.smtp_messages.labels(event.outcome.value, event.level or "none").inc()
+            self.metrics.smtp_upstream.observe(event.upstream_seconds)
         elif isinstance(event, LoginChecked):
             self.counts["login", event.outcome.value, "-"] += 1
             if event.outcome.value != "accepted":
@@ -114,7 +122,7 @@ class ProxyService(service.MultiService):
         self.cache = ClassificationCache(config.cache.path)
         self.metrics.watch_cache(self.cache)
         upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
-        self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id)
+        self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id, self._classified)
         self._smtp_ssl_context: Any = None
         # The name we give in SMTP greetings and EHLO upstream; no DNS lookup (getfqdn may block).
         self._hostname = socket.gethostname() or "caliproxy"
@@ -235,6 +243,11 @@ class ProxyService(service.MultiService):
         )
         SubmissionListener(context, self.reactor, self.ports, self.submissions).setServiceParent(self)
 
+    def _classified(self, seconds: float, levels: list[str]) -> None:
+        self.metrics.classify_seconds.observe(seconds)
+        for level in levels:
+            self.metrics.messages_tagged.labels(level).inc()
+
     def _classifier(self, account: str, level: str | None, tagging: bool) -> SessionClassifier | None:
         verdicts = self.verdicts  # the policy at the time of login, frozen for the session
         top = level is None or level == verdicts.policy.levels.highest
@@ -258,7 +271,7 @@ class ProxyService(service.MultiService):
         endpoint = self._imap_upstream(config)
         if config.policy != self.config.policy:
             upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
-            self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id)
+            self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id, self._classified)
         self.config = config
         if server_options is not None:
             self.server_tls.replace(server_options)

@@ -126,6 +126,7 @@ class ClientProtocol(Protocol):
         self.peer = f"{self.client_address}:{getattr(peer, 'port', '?')}"
         self.on_event("connection_opened", self)
         self._arm_timer(self.context.preauth_timeout)
+        self._connect_started = self.reactor.seconds()
         upstream = self.context.upstream
         endpoint: Any = endpoints.TCP4ClientEndpoint(
             self.reactor, upstream.host, upstream.port, timeout=upstream.connect_timeout
@@ -140,6 +141,7 @@ class ClientProtocol(Protocol):
     def upstream_connected(self, upstream: UpstreamProtocol) -> None:
         self._connecting = None
         self.upstream = upstream
+        self.on_event("upstream_connected", self.reactor.seconds() - self._connect_started)
         if self._closed:
             upstream.transport.loseConnection()
             return
@@ -157,6 +159,8 @@ class ClientProtocol(Protocol):
 
     def upstream_lost(self, reason: str) -> None:
         self.upstream = None
+        if "certificate" in reason or "TLS" in reason:
+            self.on_event("tls_failed", "upstream")
         if not self._closed:
             log.info("upstream closed for %s on %s: %s", self.peer, self.context.name, reason)
         self.apply(self.session.server_lost(reason))
@@ -164,10 +168,14 @@ class ClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.session.authenticated:
             self._arm_timer(self.context.idle_timeout)
+        self.on_event("bytes", (self.context.name, "in", len(data)))
         self.apply(self.session.client_data(data))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
+        if self.tls_facts is None and self.context.settings.client_tls and not reason.check(
+                error.ConnectionDone):
+            self.on_event("tls_failed", "client")  # never completed its handshake
         was_closed = self._closed
         self._closed = True
         self.apply(self.session.client_lost())
@@ -255,6 +263,7 @@ class ClientProtocol(Protocol):
             if isinstance(action, SendClient):
                 if not self._closed:
                     self.transport.writeSequence(action.chunks)
+                    self.on_event("bytes", (self.context.name, "out", sum(map(len, action.chunks))))
             elif isinstance(action, SendServer):
                 if self.upstream is not None:
                     self.upstream.transport.writeSequence(action.chunks)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # IMAP verbs we count by name; anything else is "OTHER" so a hostile client cannot mint labels.
 KNOWN_VERBS = frozenset({
@@ -61,8 +61,6 @@ class Metrics:
         self.classify_seconds = Histogram(
             "caliproxy_classification_seconds", "Time to classify one batch of message headers",
             registry=r)
-        self.cache_lookups = Counter(
-            "caliproxy_cache_lookups_total", "Classification cache lookups", ["result"], registry=r)
         self.reloads = Counter(
             "caliproxy_reloads_total", "Configuration reloads by outcome", ["outcome"], registry=r)
         self.smtp_messages = Counter(
@@ -88,15 +86,22 @@ class Metrics:
 
 
 class _CacheSize:
+    """Cache size and lookups, read from the cache at scrape time."""
+
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Any:
         cache = self.metrics._cache_size
-        family = GaugeMetricFamily("caliproxy_cache_entries", "Messages in the classification cache")
+        size = GaugeMetricFamily("caliproxy_cache_entries", "Messages in the classification cache")
+        lookups = CounterMetricFamily("caliproxy_cache_lookups", "Classification cache lookups",
+                                      labels=["result"])
         if cache is not None:
             try:
-                family.add_metric([], cache.count())
+                size.add_metric([], cache.count())
             except Exception:  # a closed cache during shutdown must not break the scrape
                 pass
-        yield family
+            lookups.add_metric(["hit"], cache.hits)
+            lookups.add_metric(["miss"], cache.misses)
+        yield size
+        yield lookups

@@ -8,7 +8,8 @@ mailbox costs a dictionary lookup, not a JSON decode per message; a new policy s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from caliproxy.imap.classify import Tagged
@@ -41,8 +42,10 @@ def redact(features: MessageFeatures) -> MessageFeatures:
 class VerdictMemory:
     """Process-wide memory of verdicts under one policy, shared by every connection."""
 
-    def __init__(self, policy: Policy, cache: ClassificationCache, upstream: str) -> None:
+    def __init__(self, policy: Policy, cache: ClassificationCache, upstream: str,
+                 observe: Callable[[float, list[str]], None] | None = None) -> None:
         self.policy = policy
+        self.observe = observe  # (seconds, levels) after each classified batch, for metrics
         self.cache = cache
         self.upstream = upstream
         self.keep_addresses = policy_needs_addresses(policy)
@@ -72,6 +75,7 @@ class VerdictMemory:
         return {uid: memory[uid] for uid in uids if uid in memory}
 
     def classify(self, key: MailboxKey, headers: Sequence[tuple[int, bytes]]) -> dict[int, Tagged]:
+        started = time.monotonic()
         memory = self._memory.setdefault(key, {})
         context = MessageContext(key.account, key.mailbox, None, self.policy.header_names)
         result: dict[int, Tagged] = {}
@@ -84,6 +88,8 @@ class VerdictMemory:
             stored = features if self.keep_addresses else redact(features)
             entries.append((uid, CachedEntry(stored.to_dict(), FEATURES_VERSION, self.keep_addresses, spoofs)))
         self.cache.put_many(key, entries)
+        if self.observe is not None and result:
+            self.observe(time.monotonic() - started, [tagged.level for tagged in result.values()])
         return result
 
 

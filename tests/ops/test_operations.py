@@ -74,7 +74,12 @@ def test_metrics_are_served_with_bounded_labels(running):
     wait_for(lambda: 'caliproxy_connections_active{listener="imaps"} 0.0' in scrape(running))
     text = scrape(running)
     for name in ("caliproxy_connections_total", "caliproxy_sessions_total", "caliproxy_imap_commands_total",
-                 "caliproxy_cache_entries", "caliproxy_reloads_total", "caliproxy_messages_hidden_total"):
+                 "caliproxy_cache_entries", "caliproxy_reloads_total", "caliproxy_messages_hidden_total",
+                 'caliproxy_bytes_total{direction="out",listener="imaps"}',
+                 'caliproxy_messages_tagged_total{level="secret"} 1.0',
+                 'caliproxy_cache_lookups_total{result="miss"} 2.0',
+                 "caliproxy_classification_seconds_count 1.0",
+                 "caliproxy_upstream_connect_seconds_count"):
         assert name in text, name
     assert 'caliproxy_imap_commands_total{status="OK",verb="SELECT"} 1.0' in text
     assert 'caliproxy_sessions_total{clearance="secret",listener="imaps"} 1.0' in text
