@@ -42,7 +42,7 @@ from caliproxy.imap.view import MailboxView, format_sequence_set
 # one response never holds more than a few MB of headers.
 HEADER_BATCH = 1000
 
-_MARKED = re.compile(rb"\\(?:Un)?Marked ?", re.I)
+_MARKED = re.compile(rb"\\(?:Un)?Marked", re.I)
 # Untagged data a hiding session passes on (after the rewrites below); anything else ends it.
 _KNOWN_DATA = frozenset({b"FLAGS", b"LIST", b"LSUB", b"STATUS", b"NAMESPACE", b"ID", b"CAPABILITY",
                          b"SEARCH", b"ENABLED"})
@@ -97,6 +97,8 @@ class MailboxSession(ProxySession):
         self._idle_interrupt: str | None = None  # stopping | flow | resuming
         self._idle_client_done = False
         self._idle_ok: bytes = b""
+        # A client command's tagged answer, held while mail that arrived during it is classified
+        self._held_tagged: tuple[Response, bytes] | None = None
         self.hidden_count = 0  # messages this session was not shown (for the audit log)
 
     # -- set up by the IO shell after login ---------------------------------------------------------
@@ -206,8 +208,22 @@ class MailboxSession(ProxySession):
             self._start_flow(self._arrivals_flow(), None)
             return True
         pending = self._pending.get(tag or b"")
-        if pending is not None and pending.start.verb in ("CLOSE", "UNSELECT") and response.status == b"OK":
+        if pending is None:
+            return False
+        verb = pending.start.verb
+        if (self._arrivals and self._mailbox is not None and list(self._pending) == [tag]
+                and tag != self._idle_tag and verb not in ("CLOSE", "UNSELECT", "LOGOUT")):
+            # Mail arrived during the command: announce it before the command completes, as the
+            # upstream did (a client polling with NOOP takes the tagged OK as "up to date").
+            self._held_tagged = (response, data)
+            self._start_flow(self._arrivals_flow(), None)
+            return True
+        if verb in ("CLOSE", "UNSELECT") and response.status == b"OK":
             self._mailbox = None
+            if verb == "CLOSE":
+                # CLOSE went upstream as UNSELECT (see _close_flow); answer as the command sent.
+                self._tagged(response, data.replace(b" Unselect completed", b" Close completed", 1))
+                return True
         return False
 
     def _on_continuation(self, data: bytes) -> bool:
@@ -238,8 +254,11 @@ class MailboxSession(ProxySession):
         if keyword in (b"LIST", b"LSUB") and self.classifier.hides_anything:
             # \Marked / \UnMarked say new mail arrived, hidden mail included.
             data = event.data
-            close = data.find(b")")
-            self._to_client(_MARKED.sub(b"", data[:close]) + data[close:])
+            start, close = data.find(b"(") + 1, data.find(b")")
+            if not 0 < start <= close:
+                raise ServerProtocolError(f"{keyword!r} without a flag list")
+            flags = [flag for flag in data[start:close].split() if not _MARKED.fullmatch(flag)]
+            self._to_client(data[:start] + b" ".join(flags) + data[close:])
             return event.literal is None or self._pass_rest(event)
         if mailbox is None:
             return False
@@ -512,6 +531,10 @@ class MailboxSession(ProxySession):
         self._emit_server(self._flow_tag + b" " + command + b"\r\n")
 
     def _after_flow(self) -> None:
+        held = self._held_tagged
+        if held is not None:
+            self._held_tagged = None
+            self._tagged(*held)
         if self._idle_interrupt == "flow":
             if self._idle_client_done:
                 self._idle_client_done = False

@@ -1,0 +1,694 @@
+"""Transcripts of the hiding session: exact bytes from the client and the upstream, exact bytes out.
+
+The session is the sans-IO :class:`MailboxSession` with a stand-in classifier that calls a message
+secret when its header says ``SECRET``, for a connection whose clearance is below secret. Every
+script starts with INBOX selected on an upstream holding UIDs 1-4, where 2 and 4 are secret:
+
+    upstream seq  1  2  3  4          client seq  1  -  2  -
+    upstream UID  1  2  3  4          (UIDNEXT 5; the upstream's last message is hidden)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from caliproxy.imap.classify import Tagged
+from caliproxy.imap.mailbox_session import MailboxSession
+from caliproxy.imap.session import SessionSettings, UpstreamSecurity
+from tests.imap.conftest import DOVECOT_POST, DOVECOT_PRE
+from tests.imap.playbook import Playbook
+
+BYE_CLOSE = [b"! CloseClient", b"! CloseServer"]
+
+
+class SubjectClassifier:
+    """Secret when the header mentions SECRET; the clearance (internal) sees the rest."""
+
+    header_length = 0
+
+    def __init__(self, *, hides: bool = True) -> None:
+        self.cache: dict[int, Tagged] = {}
+        self._hides = hides
+
+    def known(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, Tagged]:
+        return {uid: self.cache[uid] for uid in uids if uid in self.cache}
+
+    def classify(self, mailbox: str, uidvalidity: int, headers: Sequence[tuple[int, bytes]]
+                 ) -> dict[int, Tagged]:
+        out = {uid: Tagged("secret" if b"SECRET" in header else "internal", b"", ())
+               for uid, header in headers}
+        self.cache.update(out)
+        return out
+
+    def visible(self, level: str) -> bool:
+        return level != "secret" or not self._hides
+
+    @property
+    def hides_anything(self) -> bool:
+        return self._hides
+
+    def unclassifiable(self) -> Tagged:
+        return Tagged("secret", b"", ())
+
+
+def header_fetch(seq: int, uid: int, subject: str, *, uid_first: bool = True) -> bytes:
+    """The upstream's answer line to a header fetch, as an ``S|`` script line."""
+    header = f"Subject: {subject}\r\n\r\n".encode()
+    items = (b"UID %d BODY[HEADER]" % uid) if uid_first else b"BODY[HEADER]"
+    tail = b")" if uid_first else b" UID %d)" % uid
+    return b"S| * %d FETCH (%s {%d}\r\n%s%s\r\n" % (seq, items, len(header), header, tail)
+
+
+def session_play(*, hides: bool = True) -> Playbook:
+    session = MailboxSession(SessionSettings(client_tls=True, starttls_available=False,
+                                             plaintext_login_allowed=False,
+                                             upstream_security=UpstreamSecurity.TLS),
+                             tagging=False)
+    play = Playbook(session)
+    play.feed(b"S: * OK [CAPABILITY " + DOVECOT_PRE + b"] Dovecot ready.")
+    play([b"C: l1 LOGIN alice secret", b">S: l1 LOGIN alice secret"])
+    play.feed(b"S: l1 OK [CAPABILITY " + DOVECOT_POST + b"] Logged in")
+    assert session.awaiting_classifier
+    session.set_classifier(SubjectClassifier(hides=hides))
+    play.actions.clear()
+    play.done.clear()
+    return play
+
+
+SELECT_SCRIPT = [
+    b"C: a SELECT INBOX",
+    b">S: a SELECT INBOX",
+    b"S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
+    b"S: * 4 EXISTS",
+    b"S: * 3 RECENT",
+    b"S: * OK [UNSEEN 2] First unseen.",
+    b"S: * OK [UIDVALIDITY 7] UIDs valid",
+    b"S: * OK [UIDNEXT 5] Predicted next UID",
+    b"S: * OK [HIGHESTMODSEQ 42] Highest",
+    b"S: a OK [READ-WRITE] Select completed.",
+    b">S: cp.1 UID SEARCH ALL",
+    b"S: * SEARCH 1 2 3 4",
+    b"S: cp.1 OK Search completed.",
+    b">S: cp.2 UID FETCH 1:4 (BODY.PEEK[HEADER])",
+    header_fetch(1, 1, "hello"),
+    header_fetch(2, 2, "SECRET pay"),
+    header_fetch(3, 3, "lunch", uid_first=False),
+    header_fetch(4, 4, "SECRET plans"),
+    b"S: cp.2 OK Fetch completed.",
+    b">S: cp.3 UID SEARCH UNSEEN",
+    b"S: * SEARCH 2 3 4",
+    b"S: cp.3 OK Search completed.",
+    b">S: cp.4 UID SEARCH RECENT",
+    b"S: * SEARCH 2 3 4",
+    b"S: cp.4 OK Search completed.",
+    b">C: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
+    b">C: * 2 EXISTS",
+    b">C: * 1 RECENT",
+    b">C: * OK [UNSEEN 2] First unseen.",
+    b">C: * OK [UIDVALIDITY 7] UIDs valid",
+    b">C: * OK [UIDNEXT 5] Predicted next UID",
+    b">C: a OK [READ-WRITE] Select completed.",
+]
+
+
+@pytest.fixture
+def selected() -> Playbook:
+    """INBOX selected as in the module docstring; internal tags continue at cp.5."""
+    play = session_play()
+    play(SELECT_SCRIPT)
+    return play
+
+
+# -- SELECT / EXAMINE ------------------------------------------------------------------------------
+
+
+def test_select_counts_only_visible_messages_and_drops_highestmodseq(selected: Playbook) -> None:
+    """EXISTS 2 of 4, RECENT 1 of 3, [UNSEEN 2] (upstream's first unseen, 2, is hidden) and no
+    HIGHESTMODSEQ: the answer of a mailbox holding only UIDs 1 and 3."""
+    assert selected.statuses == [("SELECT", "OK", False)]
+
+
+def test_unseen_dropped_when_every_unseen_message_is_hidden() -> None:
+    play = session_play()
+    play([
+        b"C: a EXAMINE INBOX",
+        b">S: a EXAMINE INBOX",
+        b"S: * 2 EXISTS",
+        b"S: * 0 RECENT",
+        b"S: * OK [UNSEEN 2] First unseen.",
+        b"S: * OK [UIDVALIDITY 7] UIDs valid",
+        b"S: a OK [READ-ONLY] Examine completed.",
+        b">S: cp.1 UID SEARCH ALL",
+        b"S: * SEARCH 1 2",
+        b"S: cp.1 OK Search completed.",
+        b">S: cp.2 UID FETCH 1:2 (BODY.PEEK[HEADER])",
+        header_fetch(1, 1, "hello"),
+        header_fetch(2, 2, "SECRET"),
+        b"S: cp.2 OK Fetch completed.",
+        b">S: cp.3 UID SEARCH UNSEEN",
+        b"S: * SEARCH 2",
+        b"S: cp.3 OK Search completed.",
+        b">S: cp.4 UID SEARCH RECENT",
+        b"S: * SEARCH",
+        b"S: cp.4 OK Search completed.",
+        b">C: * 1 EXISTS",
+        b">C: * 0 RECENT",
+        b">C: * OK [UIDVALIDITY 7] UIDs valid",
+        b">C: a OK [READ-ONLY] Examine completed.",
+    ])
+
+
+def test_select_of_a_mailbox_with_only_hidden_mail_looks_empty() -> None:
+    play = session_play()
+    play([
+        b"C: a SELECT Private",
+        b">S: a SELECT Private",
+        b"S: * 1 EXISTS",
+        b"S: * 1 RECENT",
+        b"S: * OK [UNSEEN 1] First unseen.",
+        b"S: * OK [UIDVALIDITY 9] UIDs valid",
+        b"S: * OK [UIDNEXT 8] Predicted next UID",
+        b"S: a OK [READ-WRITE] Select completed.",
+        b">S: cp.1 UID SEARCH ALL",
+        b"S: * SEARCH 7",
+        b"S: cp.1 OK Search completed.",
+        b">S: cp.2 UID FETCH 7 (BODY.PEEK[HEADER])",
+        header_fetch(1, 7, "SECRET"),
+        b"S: cp.2 OK Fetch completed.",
+        b">S: cp.3 UID SEARCH UNSEEN",
+        b"S: * SEARCH 7",
+        b"S: cp.3 OK Search completed.",
+        b">S: cp.4 UID SEARCH RECENT",
+        b"S: * SEARCH 7",
+        b"S: cp.4 OK Search completed.",
+        b">C: * 0 EXISTS",
+        b">C: * 0 RECENT",
+        b">C: * OK [UIDVALIDITY 9] UIDs valid",
+        b">C: * OK [UIDNEXT 8] Predicted next UID",
+        b">C: a OK [READ-WRITE] Select completed.",
+        # on an empty mailbox every sequence number is invalid, as Dovecot says it
+        b"C: b FETCH * (FLAGS)",
+        b">C: b BAD Error in IMAP command FETCH: Invalid messageset",
+        b"C: c UID FETCH 1:* (FLAGS)",
+        b">C: c OK Fetch completed",
+    ])
+
+
+# -- n:* and UID sets --------------------------------------------------------------------------------
+
+
+def test_uid_range_to_star_ends_at_the_last_visible_message(selected: Playbook) -> None:
+    """`*` is UID 3 (the upstream's last, 4, is hidden): 4:* and 9:* are 3:4 and 3:9 = {3}."""
+    selected([
+        b"C: b UID FETCH 4:* (FLAGS)",
+        b">S: b UID FETCH 3 (FLAGS)",
+        b"S: * 3 FETCH (UID 3 FLAGS ())",
+        b">C: * 2 FETCH (UID 3 FLAGS ())",
+        b"S: b OK Fetch completed.",
+        b">C: b OK Fetch completed.",
+        b"C: c UID SEARCH UID 9:*",
+        b">S: c UID SEARCH UID 3",
+        b"S: * SEARCH 3",
+        b">C: * SEARCH 3",
+        b"S: c OK Search completed.",
+        b">C: c OK Search completed.",
+        b"C: d UID FETCH 1:* (UID)",
+        b">S: d UID FETCH 1,3 (UID)",
+    ])
+
+
+def test_uid_commands_naming_only_hidden_uids_act_on_nothing(selected: Playbook) -> None:
+    selected([
+        b"C: b UID FETCH 2,4 (BODY[])",
+        b">C: b OK Fetch completed",
+        b"C: c UID STORE 2 +FLAGS (\\Deleted)",
+        b">C: c OK Store completed",
+        b"C: d UID COPY 4 Trash",
+        b">C: d OK Copy completed",
+        b"C: e UID MOVE 2:2 Trash",
+        b">C: e OK Move completed",
+        b"C: f UID EXPUNGE 4",
+        b">C: f OK Expunge completed",
+        b"C: g UID SEARCH UID 2,4",
+        b">S: g UID SEARCH (NOT ALL)",
+    ])
+
+
+def test_uid_sets_mixing_hidden_and_visible_keep_only_the_visible(selected: Playbook) -> None:
+    selected([
+        b"C: b UID STORE 1:4 +FLAGS (\\Seen)",
+        b">S: b UID STORE 1,3 +FLAGS (\\Seen)",
+        b"S: * 1 FETCH (UID 1 FLAGS (\\Seen))",
+        b">C: * 1 FETCH (UID 1 FLAGS (\\Seen))",
+        b"S: * 3 FETCH (UID 3 FLAGS (\\Seen))",
+        b">C: * 2 FETCH (UID 3 FLAGS (\\Seen))",
+        b"S: b OK Store completed.",
+        b">C: b OK Store completed.",
+        b"C: c UID COPY 2:3 Trash",
+        b">S: c UID COPY 3 Trash",
+        b"S: c OK [COPYUID 11 3 1] Copy completed.",
+        b">C: c OK [COPYUID 11 3 1] Copy completed.",
+    ])
+
+
+# -- sequence numbers --------------------------------------------------------------------------------
+
+
+def test_sequence_numbers_are_translated_to_upstream_ones(selected: Playbook) -> None:
+    selected([
+        b"C: b FETCH 2 (UID FLAGS)",
+        b">S: b FETCH 3 (UID FLAGS)",
+        b"S: * 3 FETCH (UID 3 FLAGS ())",
+        b">C: * 2 FETCH (UID 3 FLAGS ())",
+        b"S: b OK Fetch completed.",
+        b">C: b OK Fetch completed.",
+        b"C: c FETCH * (UID)",
+        b">S: c FETCH 3 (UID)",
+        b"S: c OK Fetch completed.",
+        b">C: c OK Fetch completed.",
+        b"C: d FETCH 1:* (FLAGS)",
+        b">S: d FETCH 1,3 (FLAGS)",
+        b"S: d OK Fetch completed.",
+        b">C: d OK Fetch completed.",
+        b"C: e STORE 1 +FLAGS (\\Flagged)",
+        b">S: e STORE 1 +FLAGS (\\Flagged)",
+        b"S: e OK Store completed.",
+        b">C: e OK Store completed.",
+        b"C: f COPY 1:2 Trash",
+        b">S: f COPY 1,3 Trash",
+        b"S: f OK Copy completed.",
+        b">C: f OK Copy completed.",
+    ])
+
+
+def test_sequence_numbers_beyond_the_visible_count_are_invalid(selected: Playbook) -> None:
+    """The client knows two messages: 3 is as invalid as it is on a two-message mailbox."""
+    for verb in (b"FETCH 3 (FLAGS)", b"STORE 2:3 +FLAGS (\\Seen)", b"COPY 3 Trash", b"MOVE 3:* Trash"):
+        name = verb.split()[0]
+        selected([
+            b"C: x " + verb,
+            b">C: x BAD Error in IMAP command " + name + b": Invalid messageset",
+        ])
+
+
+def test_move_by_sequence_number_renumbers_the_expunge(selected: Playbook) -> None:
+    selected([
+        b"C: b MOVE 2 Trash",
+        b">S: b MOVE 3 Trash",
+        b"S: * OK [COPYUID 11 3 1] Moved UIDs.",
+        b">C: * OK [COPYUID 11 3 1] Moved UIDs.",
+        b"S: * 3 EXPUNGE",
+        b">C: * 2 EXPUNGE",
+        b"S: b OK Move completed.",
+        b">C: b OK Move completed.",
+        b"C: c FETCH * (UID)",
+        b">S: c FETCH 1 (UID)",
+    ])
+
+
+# -- SEARCH ------------------------------------------------------------------------------------------
+
+
+def test_search_results_are_filtered_and_renumbered(selected: Playbook) -> None:
+    selected([
+        b"C: b SEARCH ALL",
+        b">S: b SEARCH ALL",
+        b"S: * SEARCH 1 2 3 4",
+        b">C: * SEARCH 1 2",
+        b"S: b OK Search completed.",
+        b">C: b OK Search completed.",
+        b"C: c UID SEARCH SUBJECT SECRET",
+        b">S: c UID SEARCH SUBJECT SECRET",
+        b"S: * SEARCH 2 4",
+        b">C: * SEARCH",
+        b"S: c OK Search completed.",
+        b">C: c OK Search completed.",
+    ])
+
+
+def test_search_sequence_set_and_uid_keys_name_only_visible_messages(selected: Playbook) -> None:
+    selected([
+        b"C: b SEARCH 2:* NOT UID 4",
+        b">S: b SEARCH 3 NOT (NOT ALL)",
+        b"S: * SEARCH 3",
+        b">C: * SEARCH 2",
+        b"S: b OK Search completed.",
+        b">C: b OK Search completed.",
+        b"C: c UID SEARCH OR UID 1:2 (LARGER 1000 1:*)",
+        b">S: c UID SEARCH OR UID 1 (LARGER 1000 1,3)",
+        b"S: * SEARCH 1",
+        b">C: * SEARCH 1",
+        b"S: c OK Search completed.",
+        b">C: c OK Search completed.",
+    ])
+
+
+# -- EXPUNGE and CLOSE ---------------------------------------------------------------------------------
+
+
+def test_expunge_only_removes_visible_messages(selected: Playbook) -> None:
+    """EXPUNGE becomes UID EXPUNGE of the visible UIDs: hidden \\Deleted mail stays."""
+    selected([
+        b"C: b EXPUNGE",
+        b">S: b UID EXPUNGE 1,3",
+        b"S: * 3 EXPUNGE",
+        b">C: * 2 EXPUNGE",
+        b"S: b OK Expunge completed.",
+        b">C: b OK Expunge completed.",
+        b"C: c UID EXPUNGE 1:*",
+        b">S: c UID EXPUNGE 1",
+        b"S: * 1 EXPUNGE",
+        b">C: * 1 EXPUNGE",
+        b"S: c OK Expunge completed.",
+        b">C: c OK Expunge completed.",
+        b"C: d EXPUNGE",
+        b">C: d OK Expunge completed",
+    ])
+
+
+def test_expunge_of_a_hidden_message_by_another_session_is_swallowed(selected: Playbook) -> None:
+    selected([
+        b"C: b NOOP",
+        b">S: b NOOP",
+        b"S: * 2 EXPUNGE",
+        b"S: * 3 EXPUNGE",
+        b"S: * 1 FETCH (FLAGS (\\Seen))",
+        b">C: * 1 FETCH (FLAGS (\\Seen))",
+        b"S: * 1 EXPUNGE",
+        b">C: * 1 EXPUNGE",
+        b"S: b OK NOOP completed.",
+        b">C: b OK NOOP completed.",
+        b"C: c FETCH 1 (UID)",
+        b">S: c FETCH 1 (UID)",
+    ])
+
+
+def test_close_expunges_only_visible_messages_silently(selected: Playbook) -> None:
+    selected([
+        b"C: b CLOSE",
+        b">S: cp.5 UID EXPUNGE 1,3",
+        b"S: * 3 EXPUNGE",
+        b"S: cp.5 OK Expunge completed.",
+        b">S: b UNSELECT",
+        b"S: b OK Unselect completed.",
+        b">C: b OK Close completed.",
+        b"C: c FETCH 1 (FLAGS)",
+        b">S: c FETCH 1 (FLAGS)",
+    ])
+    assert selected.session._mailbox is None
+
+
+def test_close_of_an_examined_mailbox_expunges_nothing() -> None:
+    play = session_play()
+    play([
+        b"C: a EXAMINE Private",
+        b">S: a EXAMINE Private",
+        b"S: * 0 EXISTS",
+        b"S: * OK [UIDVALIDITY 9] UIDs valid",
+        b"S: a OK [READ-ONLY] Examine completed.",
+        b">S: cp.1 UID SEARCH UNSEEN",
+        b"S: * SEARCH",
+        b"S: cp.1 OK Search completed.",
+        b">S: cp.2 UID SEARCH RECENT",
+        b"S: * SEARCH",
+        b"S: cp.2 OK Search completed.",
+        b">C: * 0 EXISTS",
+        b">C: * OK [UIDVALIDITY 9] UIDs valid",
+        b">C: a OK [READ-ONLY] Examine completed.",
+        b"C: b CLOSE",
+        b">S: b UNSELECT",
+        b"S: b OK Unselect completed.",
+        b">C: b OK Close completed.",
+    ])
+
+
+# -- pipelining ----------------------------------------------------------------------------------------
+
+
+def test_pipelined_commands_use_the_view_the_client_sent_them_against(selected: Playbook) -> None:
+    """Both commands are translated as the client numbered them; the EXPUNGE of the first
+    shifts the numbers of the answers only."""
+    selected([
+        b"C| b UID EXPUNGE 1\r\nc FETCH 1 (UID)\r\nd UID FETCH 3 (UID)\r\n",
+        b">S| b UID EXPUNGE 1\r\nc FETCH 1 (UID)\r\nd UID FETCH 3 (UID)\r\n",
+        b"S: * 1 EXPUNGE",
+        b">C: * 1 EXPUNGE",
+        b"S: b OK Expunge completed.",
+        b">C: b OK Expunge completed.",
+        b"S: * 2 FETCH (UID 3)",
+        b">C: * 1 FETCH (UID 3)",
+        b"S: c OK Fetch completed.",
+        b">C: c OK Fetch completed.",
+        b"S: * 2 FETCH (UID 3)",
+        b">C: * 1 FETCH (UID 3)",
+        b"S: d OK Fetch completed.",
+        b">C: d OK Fetch completed.",
+    ])
+
+
+def test_pipelined_local_answers_keep_their_place(selected: Playbook) -> None:
+    selected([
+        b"C| b FETCH 1 (UID)\r\nc UID FETCH 4 (UID)\r\nd FETCH 2 (UID)\r\n",
+        b">S| b FETCH 1 (UID)\r\nd FETCH 3 (UID)\r\n",
+        b"S: * 1 FETCH (UID 1)",
+        b">C: * 1 FETCH (UID 1)",
+        b"S: b OK Fetch completed.",
+        b">C: b OK Fetch completed.",
+        b">C: c OK Fetch completed",
+        b"S: * 3 FETCH (UID 3)",
+        b">C: * 2 FETCH (UID 3)",
+        b"S: d OK Fetch completed.",
+        b">C: d OK Fetch completed.",
+    ])
+
+
+# -- new mail ------------------------------------------------------------------------------------------
+
+
+def test_arrivals_during_a_command_are_classified_before_it_completes(selected: Playbook) -> None:
+    """A visible arrival is announced before the NOOP's OK; a secret one never."""
+    selected([
+        b"C: b NOOP",
+        b">S: b NOOP",
+        b"S: * 6 EXISTS",
+        b"S: * 2 RECENT",
+        b"S: b OK NOOP completed.",
+        b">S: cp.5 FETCH 5:6 (UID BODY.PEEK[HEADER])",
+        header_fetch(5, 5, "SECRET again"),
+        header_fetch(6, 6, "visible news"),
+        b"S: cp.5 OK Fetch completed.",
+        b">C: * 3 EXISTS",
+        b">C: b OK NOOP completed.",
+        b"C: c NOOP",
+        b">S: c NOOP",
+        b"S: * 7 EXISTS",
+        b"S: c OK NOOP completed.",
+        b">S: cp.6 FETCH 7:7 (UID BODY.PEEK[HEADER])",
+        header_fetch(7, 7, "SECRET too"),
+        b"S: cp.6 OK Fetch completed.",
+        b">C: c OK NOOP completed.",
+        b"C: d UID FETCH 6:* (UID)",
+        b">S: d UID FETCH 6 (UID)",
+    ])
+
+
+def test_fetch_of_an_unannounced_message_is_not_passed_on(selected: Playbook) -> None:
+    selected([
+        b"C: b UID FETCH 1:* (FLAGS)",
+        b">S: b UID FETCH 1,3 (FLAGS)",
+        b"S: * 5 EXISTS",
+        b"S: * 5 FETCH (UID 5 FLAGS (\\Recent))",
+        b"S: * 1 FETCH (UID 1 FLAGS ())",
+        b">C: * 1 FETCH (UID 1 FLAGS ())",
+        b"S: b OK Fetch completed.",
+        b">S: cp.5 FETCH 5:5 (UID BODY.PEEK[HEADER])",
+        header_fetch(5, 5, "visible"),
+        b"S: cp.5 OK Fetch completed.",
+        b">C: * 3 EXISTS",
+        b">C: b OK Fetch completed.",
+    ])
+
+
+def test_idle_secret_arrival_produces_nothing_visible_one_exists(selected: Playbook) -> None:
+    selected([
+        b"C: i IDLE",
+        b">S: i IDLE",
+        b"S: + idling",
+        b">C: + idling",
+        # a secret message: the upstream IDLE ends for classification and resumes, silently
+        b"S: * 5 EXISTS",
+        b">S: DONE",
+        b"S: * 1 RECENT",
+        b"S: i OK Idle completed.",
+        b">S: cp.5 FETCH 5:5 (UID BODY.PEEK[HEADER])",
+        header_fetch(5, 5, "SECRET news"),
+        b"S: cp.5 OK Fetch completed.",
+        b">S: i IDLE",
+        b"S: + idling",
+        # a visible one: EXISTS after classification
+        b"S: * 6 EXISTS",
+        b">S: DONE",
+        b"S: i OK Idle completed.",
+        b">S: cp.6 FETCH 6:6 (UID BODY.PEEK[HEADER])",
+        header_fetch(6, 6, "lunch?"),
+        b"S: cp.6 OK Fetch completed.",
+        b">C: * 3 EXISTS",
+        b">S: i IDLE",
+        b"S: + idling",
+        b"C: DONE",
+        b">S: DONE",
+        b"S: i OK Idle completed.",
+        b">C: i OK Idle completed.",
+    ])
+
+
+def test_client_done_while_the_proxy_classifies(selected: Playbook) -> None:
+    selected([
+        b"C: i IDLE",
+        b">S: i IDLE",
+        b"S: + idling",
+        b">C: + idling",
+        b"S: * 5 EXISTS",
+        b">S: DONE",
+        b"C: DONE",
+        b"S: i OK Idle completed.",
+        b">S: cp.5 FETCH 5:5 (UID BODY.PEEK[HEADER])",
+        header_fetch(5, 5, "hello"),
+        b"S: cp.5 OK Fetch completed.",
+        b">C: * 3 EXISTS",
+        b">C: i OK Idle completed.",
+        b"C: j NOOP",
+        b">S: j NOOP",
+    ])
+
+
+def test_expunge_during_idle_is_renumbered_or_swallowed(selected: Playbook) -> None:
+    selected([
+        b"C: i IDLE",
+        b">S: i IDLE",
+        b"S: + idling",
+        b">C: + idling",
+        b"S: * 4 EXPUNGE",
+        b"S: * 1 EXPUNGE",
+        b">C: * 1 EXPUNGE",
+        b"S: * 1 FETCH (FLAGS (\\Deleted))",  # UID 2 now: hidden
+        b"S: * 2 FETCH (FLAGS (\\Deleted))",
+        b">C: * 1 FETCH (FLAGS (\\Deleted))",
+        b"S: * 1 EXPUNGE",
+        b"C: DONE",
+        b">S: DONE",
+        b"S: i OK Idle completed.",
+        b">C: i OK Idle completed.",
+        b"C: j FETCH * (UID)",
+        b">S: j FETCH 1 (UID)",
+    ])
+
+
+# -- STATUS, DELETE, LIST -------------------------------------------------------------------------------
+
+
+def test_status_of_the_selected_mailbox_counts_visible_messages(selected: Playbook) -> None:
+    selected([
+        b"C: s STATUS INBOX (MESSAGES UNSEEN RECENT UIDNEXT UIDVALIDITY)",
+        b">S: cp.5 UID SEARCH UNSEEN",
+        b"S: * SEARCH 2 3 4",
+        b"S: cp.5 OK Search completed.",
+        b">S: cp.6 UID SEARCH RECENT",
+        b"S: * SEARCH 4",
+        b"S: cp.6 OK Search completed.",
+        b">S: cp.7 STATUS INBOX (UIDNEXT)",
+        b"S: * STATUS INBOX (UIDNEXT 5)",
+        b"S: cp.7 OK Status completed.",
+        b">C: * STATUS INBOX (MESSAGES 2 UNSEEN 1 RECENT 0 UIDNEXT 5 UIDVALIDITY 7)",
+        b">C: s OK Status completed.",
+    ])
+
+
+def test_status_counts_of_another_mailbox_are_refused(selected: Playbook) -> None:
+    selected([
+        b"C: s STATUS Archive (MESSAGES)",
+        b">C: s NO [CANNOT] Message counts of a mailbox other than the selected one are not "
+        b"available on this connection",
+        b"C: t STATUS Archive (UIDNEXT UIDVALIDITY)",
+        b">S: t STATUS Archive (UIDNEXT UIDVALIDITY)",
+    ])
+
+
+def test_status_waits_for_commands_in_flight(selected: Playbook) -> None:
+    selected([
+        b"C| b NOOP\r\ns STATUS INBOX (MESSAGES)\r\n",
+        b">S| b NOOP\r\n",
+        b"S: b OK NOOP completed.",
+        b">C: b OK NOOP completed.",
+        b">C: * STATUS INBOX (MESSAGES 2)",
+        b">C: s OK Status completed.",
+    ])
+
+
+def test_delete_of_a_mailbox_holding_hidden_mail_is_refused(selected: Playbook) -> None:
+    selected([
+        b"C: d DELETE Private",
+        b">S: cp.5 STATUS Private (MESSAGES)",
+        b"S: * STATUS Private (MESSAGES 1)",
+        b"S: cp.5 OK Status completed.",
+        b">C: d NO [CANNOT] Mailbox is not empty",
+        b"C: e DELETE Empty",
+        b">S: cp.6 STATUS Empty (MESSAGES)",
+        b"S: * STATUS Empty (MESSAGES 0)",
+        b"S: cp.6 OK Status completed.",
+        b">S: e DELETE Empty",
+    ])
+
+
+def test_list_marked_is_stripped(selected: Playbook) -> None:
+    selected([
+        b'C: l LIST "" "*"',
+        b'>S: l LIST "" "*"',
+        b'S: * LIST (\\Marked \\HasNoChildren) "/" INBOX',
+        b'>C: * LIST (\\HasNoChildren) "/" INBOX',
+        b'S: * LIST (\\HasNoChildren \\UnMarked) "/" Archive',
+        b'>C: * LIST (\\HasNoChildren) "/" Archive',
+        b'S: * LIST (\\Marked) "/" Private',
+        b'>C: * LIST () "/" Private',
+        b"S: l OK List completed.",
+        b">C: l OK List completed.",
+    ])
+
+
+# -- fail closed ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", [
+    b"S: * ESEARCH (TAG \"x\") UID COUNT 4",
+    b"S: * 3 XMODSEQ 9",
+    b"S: * SORT 1 2 3 4",
+    b"S: * THREAD (1)(2)",
+])
+def test_untagged_data_the_view_cannot_rewrite_ends_the_session(selected: Playbook, line: bytes) -> None:
+    selected([
+        b"C: b NOOP",
+        b">S: b NOOP",
+        line,
+        b">C: * BYE upstream protocol error: " + (
+            b"message data b'XMODSEQ' the view cannot rewrite" if b"XMODSEQ" in line
+            else b"untagged " + repr(line.split()[2]).encode() + b" the view cannot rewrite"),
+        *BYE_CLOSE,
+    ])
+
+
+def test_a_session_that_sees_everything_passes_unknown_data_on() -> None:
+    play = session_play(hides=False)
+    play([
+        b"C: a SELECT INBOX",
+        b">S: a SELECT INBOX",
+        b"S: * 0 EXISTS",
+        b"S: a OK [READ-WRITE] Select completed.",
+        b">C: * 0 EXISTS",
+        b">C: a OK [READ-WRITE] Select completed.",
+        b"C: b NOOP",
+        b">S: b NOOP",
+        b"S: * XUNKNOWN 1",
+        b">C: * XUNKNOWN 1",
+    ])
