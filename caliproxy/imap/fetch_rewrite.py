@@ -4,9 +4,16 @@ Pure module. Given the client's sequence number and the message's verdict, it re
 response, adds our header's length to ``RFC822.SIZE``, echoes the client's partial origins, and
 turns every section that starts at the top of the message into a slice of the virtual message
 (see ``virtual``): ``BODY[]``, ``RFC822``, ``BODY[HEADER]``, ``RFC822.HEADER``, their partials,
-and ``BODY[HEADER.FIELDS (...)]``/``.NOT`` lists that include our header. Large literals stream
-through chunk by chunk; only header-sized literals whose length changes unpredictably are held.
-Anything it does not understand raises ServerProtocolError: the session ends rather than guess.
+and ``BODY[HEADER.FIELDS (...)]``/``.NOT`` lists that select our header or the renamed one. Large
+literals stream through chunk by chunk; only header excerpts, whose length changes with their
+content, are held. Anything it does not understand raises ServerProtocolError: the session ends
+rather than guess.
+
+The session translates each FETCH (``selected``) and records, for every top-level section it
+asks for, what the client asked: a :class:`SectionMap` keyed by the section as the upstream
+names it in its answer. Several requests can share a key (``BODY[]<0.100>`` and
+``BODY[]<100.100>`` both start at upstream offset 0); the upstream answers them in request order,
+so the n-th answer of a key in one message belongs to the n-th request of that key.
 """
 
 from __future__ import annotations
@@ -18,74 +25,140 @@ from caliproxy.errors import ServerProtocolError
 from caliproxy.imap.classify import Tagged
 from caliproxy.imap.fetch_items import FetchScan, ItemSpan, scan_fragment
 from caliproxy.imap.framing import Line, LiteralChunk
-from caliproxy.imap.virtual import VirtualMessage, header_fields_with_ours, neutralise_fields
+from caliproxy.imap.virtual import OUR_NAME_UPPER, SPOOFED_NAME_UPPER, VirtualMessage, header_fields_view
 
-_SECTION = re.compile(rb"^(BODY(?:\.PEEK)?|BINARY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$")
-_OUR_NAME_IN_LIST = re.compile(rb"(?:^|[\s(])X-CALIPROXY-PRIVACY(?:[\s)]|$)")
+_SECTION = re.compile(rb"^(BODY(?:\.PEEK)?|BINARY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.I)
+# One field name of a header list: an atom or a quoted string.
+_FIELD_TOKEN = re.compile(rb'\s*("(?:[^"\\]|\\.)*"|[^\s()"]+)')
+_FIELDS_PREFIX = ((b"HEADER.FIELDS.NOT", "fields-not"), (b"HEADER.FIELDS", "fields"))
+TOP_LEVEL = ("whole", "header", "fields", "fields-not")
+
+SectionKey = tuple[str, tuple[bytes, ...], "int | None"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Partial:
     """A client's partial request as sent upstream: its own origin and length, and whether the
     upstream bytes are wanted at all (a range inside our header needs none)."""
 
     client_origin: int
     client_length: int
-    upstream_origin: int
-    use_upstream: bool
+    upstream_origin: int = 0
+    use_upstream: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SectionRequest:
+    """What the client asked for one top-level section.
+
+    ``names``: the client's header field names, upper-cased (header lists only).
+    ``client_name``: the item name to answer with (without origin); None keeps the upstream's.
+    ``partial``: the client's ``<origin.length>`` and the upstream range asked for it, if any.
+    """
+
+    kind: str
+    names: frozenset[bytes] = frozenset()
+    client_name: bytes | None = None
+    partial: Partial | None = None
+
+    @property
+    def rewritten(self) -> bool:
+        """False when the virtual message's answer is the upstream's (a header list selecting
+        neither our header nor the renamed one)."""
+        if self.kind == "fields":
+            return OUR_NAME_UPPER in self.names or SPOOFED_NAME_UPPER in self.names
+        return True
 
 
 @dataclass(slots=True)
-class PartialMap:
-    """Partials of one FETCH command, by (section, upstream origin), in request order."""
+class SectionMap:
+    """The top-level sections one FETCH command asked for, by the key of their upstream answer."""
 
-    entries: dict[tuple[bytes, int], list[Partial]] = field(default_factory=dict)
+    entries: dict[SectionKey, list[SectionRequest]] = field(default_factory=dict)
 
-    def add(self, section: bytes, partial: Partial) -> None:
-        self.entries.setdefault((section, partial.upstream_origin), []).append(partial)
+    def add(self, key: SectionKey, request: SectionRequest) -> None:
+        self.entries.setdefault(key, []).append(request)
 
-    def find(self, section: bytes, upstream_origin: int) -> Partial | None:
-        queue = self.entries.get((section, upstream_origin))
+    def get(self, key: SectionKey, nth: int) -> SectionRequest | None:
+        queue = self.entries.get(key)
         if not queue:
             return None
-        return queue[0] if len(queue) == 1 else queue.pop(0)
+        return queue[nth] if nth < len(queue) else None
+
+
+# The name the session imports (one map per FETCH command).
+PartialMap = SectionMap
+
+
+def field_tokens(text: bytes) -> list[bytes]:
+    """The field names of a header list ``(a "b" c)`` as written (quotes kept)."""
+    text = text.strip()
+    if not (text.startswith(b"(") and text.endswith(b")")):
+        return []
+    inner = text[1:-1]
+    tokens = []
+    position = 0
+    while True:
+        match = _FIELD_TOKEN.match(inner, position)
+        if match is None:
+            break
+        tokens.append(match.group(1))
+        position = match.end()
+    return tokens
+
+
+def field_name(token: bytes) -> bytes:
+    """A field token without its quotes, upper-cased."""
+    if token.startswith(b'"'):
+        token = re.sub(rb"\\(.)", rb"\1", token[1:-1])
+    return token.upper()
+
+
+def parse_section(section: bytes) -> tuple[str, list[bytes]]:
+    """How a section relates to the top of the message ("whole", "header", "fields",
+    "fields-not", or "other": TEXT, MIME parts, unchanged by our header) and, for header
+    lists, the field tokens as written."""
+    upper = section.upper()
+    if upper == b"":
+        return "whole", []
+    if upper == b"HEADER":
+        return "header", []
+    for prefix, kind in _FIELDS_PREFIX:
+        if upper.startswith(prefix):
+            return kind, field_tokens(section[len(prefix) :])
+    return "other", []
 
 
 def section_kind(section: bytes) -> str:
-    """How a section relates to the top of the message: "whole", "header", "fields",
-    "fields-not", or "other" (TEXT, MIME parts: unchanged by our header)."""
-    upper = section.upper()
-    if upper == b"":
-        return "whole"
-    if upper == b"HEADER":
-        return "header"
-    if upper.startswith(b"HEADER.FIELDS.NOT"):
-        return "fields-not"
-    if upper.startswith(b"HEADER.FIELDS"):
-        return "fields"
-    return "other"
+    return parse_section(section)[0]
+
+
+def section_key(kind: str, tokens: list[bytes], origin: int | None) -> SectionKey:
+    return kind, tuple(field_name(t) for t in tokens), origin
 
 
 def names_our_header(section: bytes) -> bool:
-    return _OUR_NAME_IN_LIST.search(section.upper()) is not None
+    kind, tokens = parse_section(section)
+    return any(field_name(t) == OUR_NAME_UPPER for t in tokens)
 
 
 class FetchRewriter:
     """Rewrites one untagged FETCH response; feed it every event of that response in order."""
 
-    def __init__(self, client_seq: int, tagged: Tagged | None, partials: PartialMap | None) -> None:
+    def __init__(self, client_seq: int, tagged: Tagged | None, partials: SectionMap | None) -> None:
         self.client_seq = client_seq
         self.virtual = VirtualMessage(tagged.block, tagged.spoofs) if tagged is not None else None
-        self.partials = partials or PartialMap()
+        self.sections = partials or SectionMap()
+        self._answered: dict[SectionKey, int] = {}  # answers of each key seen in this message
         self._scan = FetchScan()
         self._first = True
         # how the literal in progress is transformed
-        self._mode = "pass"  # pass | stream | hold | drop-data
+        self._mode = "pass"  # pass | stream | hold
         self._offset = 0  # upstream offset of the next literal byte (stream mode)
         self._limit = -1  # bytes of upstream data still wanted (stream mode), -1 = all
         self._held_fragment = b""
         self._held: list[bytes] = []
-        self._hold_kind = ""
+        self._held_request: SectionRequest | None = None
 
     # -- fragments -------------------------------------------------------------------------------
 
@@ -130,54 +203,63 @@ class FetchRewriter:
         if item.name == b"RFC822.SIZE" and item.value_start >= 0:
             size = int(text[item.value_start : item.value_end])
             return None, b"%d" % (size + self.virtual.extra)
-        kind, client_name, data = self._section_of(item.name)
-        if kind is None or item.value_start < 0:
+        if item.value_start < 0:
             return None
+        found = self._section_of(item.name)
+        if found is None:
+            return None
+        request, client_name = found
         value = text[item.value_start : item.value_end]
         if value.upper() == b"NIL":
-            if kind in ("whole", "header"):
-                raise ServerProtocolError("NIL for a whole-message section")
-            return None
+            raise ServerProtocolError("NIL for a section that starts at the top of the message")
         if not value.startswith(b'"'):
             raise ServerProtocolError("unexpected section value")
         raw = re.sub(rb"\\(.)", rb"\1", value[1:-1])
-        rendered = self._complete(kind, data, raw)
-        if rendered is None:
-            return None
+        rendered = self._complete(request, raw)
         return client_name, b"{%d}\r\n" % len(rendered) + rendered
 
-    def _section_of(self, name: bytes) -> tuple[str | None, bytes, object]:
-        """(kind needing a rewrite or None, the name to show the client, partial info)."""
+    def _section_of(self, name: bytes) -> tuple[SectionRequest, bytes] | None:
+        """The client's request behind a section of the answer and the name to show the client,
+        or None when the item passes unchanged."""
         if name in (b"RFC822", b"RFC822.HEADER"):
-            return ("whole" if name == b"RFC822" else "header"), name, None
+            return SectionRequest("whole" if name == b"RFC822" else "header"), name
         match = _SECTION.match(name)
-        if match is None or match.group(1).startswith(b"BINARY"):
-            return None, name, None
-        section = match.group(2)
-        kind = section_kind(section)
+        if match is None or match.group(1).upper().startswith(b"BINARY"):
+            return None
+        kind, tokens = parse_section(match.group(2))
         if kind == "other":
-            return None, name, None
-        if kind == "fields" and not names_our_header(section):
-            return None, name, None
-        if kind == "fields-not" and names_our_header(section):
-            return None, name, None
-        if match.group(3) is None:
-            return kind, name, None
-        partial = self.partials.find(section.upper(), int(match.group(3)))
-        if partial is None:
-            raise ServerProtocolError("partial FETCH data that was not asked for")
-        client_name = name[: name.rindex(b"<")] + b"<%d>" % partial.client_origin
-        return kind, client_name, partial
+            return None
+        origin = None if match.group(3) is None else int(match.group(3))
+        key = section_key(kind, tokens, origin)
+        nth = self._answered.get(key, 0)
+        self._answered[key] = nth + 1
+        request = self.sections.get(key, nth)
+        if request is None:
+            if origin is not None:
+                raise ServerProtocolError("partial FETCH data that was not asked for")
+            # Not recorded (an answer outside a translated FETCH): judged by its name alone.
+            request = SectionRequest(kind, frozenset(field_name(t) for t in tokens))
+        if not request.rewritten:
+            return None
+        client_name = request.client_name or name[: name.index(b"]") + 1]
+        if request.partial is not None:
+            client_name += b"<%d>" % request.partial.client_origin
+        elif request.client_name is None:
+            client_name = name
+        return request, client_name
 
-    def _complete(self, kind: str, partial: object, upstream: bytes) -> bytes | None:
+    def _complete(self, request: SectionRequest, upstream: bytes) -> bytes:
         """The client's bytes for a section whose whole upstream value is at hand."""
         virtual = self.virtual
         assert virtual is not None
-        if kind == "fields":
-            return header_fields_with_ours(virtual.block, upstream)
-        if kind == "fields-not":
-            return virtual.block + neutralise_fields(upstream)
-        if isinstance(partial, Partial):
+        partial = request.partial
+        if request.kind in ("fields", "fields-not"):
+            rendered = header_fields_view(virtual.block, upstream, request.names,
+                                          negated=request.kind == "fields-not")
+            if partial is None:
+                return rendered
+            return rendered[partial.client_origin : partial.client_origin + partial.client_length]
+        if partial is not None:
             head = virtual.block_part(partial.client_origin, partial.client_length)
             if not partial.use_upstream:
                 return head
@@ -187,24 +269,25 @@ class FetchRewriter:
 
     def _literal_item(self, item: ItemSpan, text: bytes, out: bytearray, pos: int, line: Line) -> list[bytes]:
         assert line.literal is not None
-        kind, client_name, partial = self._section_of(item.name) if self.virtual else (None, item.name, None)
-        if kind is None:
+        found = self._section_of(item.name) if self.virtual is not None else None
+        if found is None:
             self._mode = "pass"
             out += text[pos:]
             return [bytes(out) + line.data[len(text) :]]
+        request, client_name = found
         out += text[pos : item.name_start] + client_name + b" "
         size = line.literal
         virtual = self.virtual
         assert virtual is not None
-        if kind in ("fields", "fields-not"):
+        partial = request.partial
+        if request.kind in ("fields", "fields-not"):
             # The result's length depends on its content: hold this header excerpt whole.
             self._mode = "hold"
-            self._hold_kind = kind
             self._held_fragment = bytes(out)
             self._held = []
-            self._partial = partial
+            self._held_request = request
             return []  # released with the literal's last chunk (an empty literal has one too)
-        if isinstance(partial, Partial):
+        if partial is not None:
             head = virtual.block_part(partial.client_origin, partial.client_length)
             wanted = min(size, partial.client_length - len(head)) if partial.use_upstream else 0
             self._mode = "stream"
@@ -237,7 +320,9 @@ class FetchRewriter:
 
     def _release(self) -> list[bytes]:
         upstream = b"".join(self._held)
-        rendered = self._complete(self._hold_kind, getattr(self, "_partial", None), upstream)
-        assert rendered is not None
+        request = self._held_request
+        assert request is not None
+        rendered = self._complete(request, upstream)
         self._held = []
+        self._held_request = None
         return [self._held_fragment + b"{%d}\r\n" % len(rendered), rendered]

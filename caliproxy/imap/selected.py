@@ -23,13 +23,21 @@ from dataclasses import dataclass, field
 
 from caliproxy.imap.classify import Classifier, Tagged
 from caliproxy.imap.commands import SEARCH_KEY_ARITY
-from caliproxy.imap.fetch_rewrite import Partial, PartialMap, names_our_header, section_kind
+from caliproxy.imap.fetch_rewrite import (
+    Partial,
+    PartialMap,
+    SectionRequest,
+    field_name,
+    parse_section,
+    section_key,
+)
 from caliproxy.imap.grammar import Atom, CommandStart, SeqRange, Token, is_sequence_set, parse_sequence_set
 from caliproxy.imap.view import MailboxView, format_sequence_set
+from caliproxy.imap.virtual import OUR_NAME, OUR_NAME_UPPER, SPOOFED_NAME, SPOOFED_NAME_UPPER
 
 # A search key that matches no message, for sets that name only hidden or absent ones.
 _NOTHING: list[Token] = [Atom("NOT"), Atom("ALL")]
-_PARTIAL_ITEM = re.compile(r"^(BODY(?:\.PEEK)?)\[([^\]]*)\]<(\d+)\.(\d+)>$", re.I)
+_SECTION_ITEM = re.compile(r"^(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?$", re.I)
 
 
 @dataclass(slots=True)
@@ -107,12 +115,14 @@ class SelectedMailbox:
         if start.uid:
             uids = self.view.uids_for_uid_set(ranges)
             if not uids:
-                return Translated(local_text=f"{start.verb.capitalize()} completed")
+                return Translated(local_text=f"{start.verb.capitalize()} completed.")
             new_set = Atom(format_sequence_set(uids).decode())
         else:
             if not self._seq_set_ok(ranges):
+                # Dovecot's words (its timing aside) for a number beyond the mailbox
                 return Translated(local_status=b"BAD",
-                                  local_text=f"Error in IMAP command {start.verb}: Invalid messageset")
+                                  local_text=f"Error in IMAP command {start.verb}: "
+                                             "Invalid messageset.")
             uids = self.view.uids_for_sequence_set(ranges)
             new_set = Atom(format_sequence_set(self.upstream_seqs(uids)).decode())
         rest = list(args[1:])
@@ -122,33 +132,63 @@ class SelectedMailbox:
         return Translated(args=[new_set, *rest], partials=partials)
 
     def _translate_fetch_items(self, items: list[Token]) -> tuple[list[Token], PartialMap]:
-        """Partial sections that start at the top of the message are shifted by our header."""
+        """Sections that start at the top of the message, as the upstream must be asked for them.
+
+        Partials of ``BODY[]``/``BODY[HEADER]`` are shifted by our header (the part inside it
+        needs no upstream bytes, but a partial is still asked for so the answer keeps its
+        place). Header lists selecting our header or the renamed one are asked for with both
+        names added (``.NOT``: both removed) and cut to the client's list here, whole: their
+        length depends on their content, so a partial of them is cut here too. Every top-level
+        section is recorded, in order, under the key of the upstream's answer.
+        """
         partials = PartialMap()
         extra = self.classifier.header_length
 
         def shift(token: Token) -> Token:
             if not isinstance(token, Atom):
                 return token
-            match = _PARTIAL_ITEM.match(token)
+            match = _SECTION_ITEM.match(token)
             if match is None:
                 return token
-            section = match.group(2).encode()
-            kind = section_kind(section)
-            if kind not in ("whole", "header") and not (
-                kind in ("fields", "fields-not") and names_our_header(section)
-            ):
+            item, section_text = match.group(1), match.group(2)
+            kind, tokens = parse_section(section_text.encode())
+            if kind == "other":
                 return token
-            origin, length = int(match.group(3)), int(match.group(4))
-            if kind in ("fields", "fields-not"):
-                # our header changes the excerpt's length: fetch it whole, slice it here
-                partials.add(section.upper(), Partial(origin, length, 0, True))
-                return Atom(f"{match.group(1)}[{match.group(2)}]")
-            upstream_origin = max(0, origin - extra)
-            stop = origin + length - extra
-            use = stop > 0
-            upstream_length = stop - upstream_origin if use else 1
-            partials.add(section.upper(), Partial(origin, length, upstream_origin, use))
-            return Atom(f"{match.group(1)}[{match.group(2)}]<{upstream_origin}.{upstream_length}>")
+            names = frozenset(field_name(t) for t in tokens)
+            client_origin = None if match.group(3) is None else int(match.group(3))
+            client_length = 0 if match.group(4) is None else int(match.group(4))
+            if kind in ("whole", "header"):
+                if client_origin is None:
+                    partials.add(section_key(kind, [], None), SectionRequest(kind))
+                    return token
+                upstream_origin = max(0, client_origin - extra)
+                stop = client_origin + client_length - extra
+                use = stop > 0
+                upstream_length = stop - upstream_origin if use else 1
+                partials.add(section_key(kind, [], upstream_origin),
+                             SectionRequest(kind, partial=Partial(client_origin, client_length,
+                                                                  upstream_origin, use)))
+                return Atom(f"{item}[{section_text}]<{upstream_origin}.{upstream_length}>")
+            request = SectionRequest(kind, names)
+            if not request.rewritten or not tokens:
+                # A list selecting neither name: the upstream's answer is the virtual one (an
+                # empty or malformed list is the upstream's to refuse).
+                partials.add(section_key(kind, tokens, client_origin), request)
+                return token
+            ours = (OUR_NAME_UPPER, SPOOFED_NAME_UPPER)
+            if kind == "fields":
+                upstream_tokens = tokens + [name for name in (OUR_NAME, SPOOFED_NAME)
+                                            if name.upper() not in names]
+            else:
+                # ":" names no field: a list that excludes nothing but keeps the answer's form.
+                upstream_tokens = [t for t in tokens if field_name(t) not in ours] or [b'":"']
+            prefix = b"HEADER.FIELDS.NOT" if kind == "fields-not" else b"HEADER.FIELDS"
+            client_name = b"BODY[%s (%s)]" % (prefix, b" ".join(t.upper() for t in tokens))
+            partial = None if client_origin is None else Partial(client_origin, client_length)
+            partials.add(section_key(kind, upstream_tokens, None),
+                         SectionRequest(kind, names, client_name, partial))
+            upstream_section = (prefix + b" (" + b" ".join(upstream_tokens) + b")").decode()
+            return Atom(f"{item}[{upstream_section}]")
 
         first = items[0] if items else None
         if isinstance(first, list):
@@ -205,7 +245,7 @@ class SelectedMailbox:
         else:
             uids = list(self.view.visible)
         if not uids:
-            return Translated(local_text="Expunge completed")
+            return Translated(local_text="Expunge completed.")
         return Translated(args=[Atom(format_sequence_set(uids).decode())], verb="EXPUNGE", uid=True)
 
     def visible_uid_set(self) -> bytes | None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 OUR_NAME = b"X-Caliproxy-Privacy"
 SPOOFED_NAME = b"X-Caliproxy-Spoofed"
+OUR_NAME_UPPER = OUR_NAME.upper()
+SPOOFED_NAME_UPPER = SPOOFED_NAME.upper()
 assert len(OUR_NAME) == len(SPOOFED_NAME)
 
 _OUR_FIELD_AT_LINE_START = re.compile(rb"(?:^|(?<=\n))" + re.escape(OUR_NAME) + rb"[ \t]*:", re.I)
@@ -78,27 +80,61 @@ class VirtualMessage:
         return self.block + self.patch(upstream, 0)
 
 
-def header_fields_with_ours(block: bytes, upstream_result: bytes) -> bytes:
-    """``BODY[HEADER.FIELDS (...)]`` naming our header: ours first, forged ones dropped.
+def header_fields_view(block: bytes, upstream_result: bytes, names: frozenset[bytes], *, negated: bool
+                       ) -> bytes:
+    """``BODY[HEADER.FIELDS (names)]`` (``.NOT`` when ``negated``) of the virtual message.
 
-    The upstream's answer lists the matching fields of the upstream message, including any forged
-    field of our name; in the virtual message that one was renamed, so it does not match.
+    ``names`` are the client's field names, upper-cased. ``upstream_result`` is the upstream's
+    answer for a list that returns at least every field the client's list selects in the
+    virtual message, plus possibly fields of our name and of the renamed name: the session asks
+    for ``names + our name + renamed name`` (or, negated, ``names`` without those two). In the
+    virtual message our block is the first field and every upstream field of our name is one
+    of the renamed name; the result keeps the upstream's order and its end (the empty line).
     """
-    return block + _drop_our_fields(upstream_result)
-
-
-def _drop_our_fields(data: bytes) -> bytes:
-    out: list[bytes] = []
-    skipping = False
-    for line in data.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and skipping:
-            continue  # folded continuation of a dropped field
-        skipping = _OUR_FIELD_AT_LINE_START.match(line) is not None
-        if not skipping:
-            out.append(line)
+    include_block = (OUR_NAME_UPPER in names) != negated
+    keep_renamed = (SPOOFED_NAME_UPPER in names) != negated
+    out = [block] if include_block else []
+    for unit, name in field_units(upstream_result):
+        if name == OUR_NAME_UPPER:
+            if keep_renamed:
+                out.append(SPOOFED_NAME + unit[len(OUR_NAME) :])
+        elif name == SPOOFED_NAME_UPPER:
+            if keep_renamed:
+                out.append(unit)
+        else:
+            out.append(unit)
     return b"".join(out)
 
 
-def neutralise_fields(data: bytes) -> bytes:
-    """Rename, in place and at the same length, every field of our name in a header excerpt."""
-    return _OUR_FIELD_AT_LINE_START.sub(lambda m: SPOOFED_NAME + m.group(0)[len(OUR_NAME):], data)
+def field_units(data: bytes) -> list[tuple[bytes, bytes | None]]:
+    """Split a header excerpt into fields (with their folded lines) and what follows them.
+
+    Returns ``(bytes, upper-cased name)`` pairs; the name is what precedes the colon without
+    trailing blanks (as IMAP servers match names), None for a line without a colon and for the
+    empty line that ends the header together with anything after it.
+    """
+    units: list[tuple[bytes, bytes | None]] = []
+    current: list[bytes] = []
+    name: bytes | None = None
+    position = 0
+    size = len(data)
+    while position < size:
+        end = data.find(b"\n", position)
+        end = size if end < 0 else end + 1
+        line = data[position:end]
+        if line in (b"\r\n", b"\n"):
+            break  # the end of the header: kept with the rest, as is
+        if line[:1] in (b" ", b"\t") and current:
+            current.append(line)
+        else:
+            if current:
+                units.append((b"".join(current), name))
+            current = [line]
+            colon = line.find(b":")
+            name = line[:colon].rstrip(b" \t").upper() if colon >= 0 else None
+        position = end
+    if current:
+        units.append((b"".join(current), name))
+    if position < size:
+        units.append((data[position:], None))
+    return units
