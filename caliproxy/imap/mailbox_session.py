@@ -82,6 +82,7 @@ class MailboxSession(ProxySession):
     def __init__(self, settings: SessionSettings, *, tagging: bool = True) -> None:
         super().__init__(settings)
         self.tagging = tagging
+        self.neutralise_appends = tagging
         self.classifier: Classifier | None = None
         self._awaiting_classifier = False
         self._mailbox: SelectedMailbox | None = None

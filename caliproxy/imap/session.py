@@ -9,7 +9,9 @@ What it owns:
   the upstream when configured, and a fresh CAPABILITY after it;
 * our own greeting and the capability allow-list in all three places capabilities appear;
 * client commands: assembled (small literals answered with our own ``+``) and checked against the
-  grammar of what we offer, then forwarded; APPEND streamed; commands we answer ourselves
+  grammar of what we offer, then forwarded; APPEND streamed, with any header field of our privacy
+  header's name renamed in place when the listener tags (``neutralise_appends``: a copy the
+  client saves carries no verdict of its own making); commands we answer ourselves
   (STARTTLS, ENABLE, refusals) answered in order behind the commands still in flight;
 * literal forms toward the upstream: non-synchronizing when it has LITERAL+, otherwise a gate that
   holds everything after a literal marker until the upstream's ``+``;
@@ -42,6 +44,7 @@ from caliproxy.imap.actions import (
     StartServerTLS,
 )
 from caliproxy.imap.framing import Framer, Line, LineTooLong, LiteralChunk
+from caliproxy.imap.virtual import StreamNeutraliser
 from caliproxy.imap.grammar import (
     Atom,
     CommandStart,
@@ -104,6 +107,7 @@ class _Assembling:
     literal_buf: list[bytes] = field(default_factory=list)
     streaming: bool = False  # APPEND: its head went upstream, literals stream through
     size: int = 0
+    neutraliser: StreamNeutraliser | None = None  # APPEND: the message literal in progress
 
 
 class _Gate:
@@ -127,6 +131,9 @@ class ProxySession:
         self.client_tls = settings.client_tls
         self.authenticated = False
         self.account: str | None = None
+        # Rename fields of our privacy header's name in messages the client APPENDs (set by a
+        # tagging session; a transparent relay passes them as they are).
+        self.neutralise_appends = False
         # What the client declared about itself (IMAP ID, RFC 2971) and how it authenticated;
         # trust rules may use the first only to lower a clearance.
         self.client_id: dict[str, str] | None = None
@@ -582,7 +589,11 @@ class ProxySession:
         if current.streaming:
             assert current.start is not None
             if current.error is None:
-                self._to_server(current.start.tag, chunk.data)
+                data = chunk.data
+                if current.neutraliser is not None:
+                    data = current.neutraliser.feed(data, chunk.last)
+                if data:
+                    self._to_server(current.start.tag, data)
             return
         if current.error is None:
             current.literal_buf.append(chunk.data)
@@ -692,7 +703,7 @@ class ProxySession:
         current.streaming = True
         head = start.tag + b" APPEND" + (b" " + start.rest if start.rest else b"")
         self._send_with_literal(start.tag, head, line.literal)
-        self._grant_streamed(line)
+        self._grant_streamed(current, line)
 
     def _append_continuation(self, current: _Assembling, line: Line) -> None:
         start = current.start
@@ -721,9 +732,11 @@ class ProxySession:
             self._bye(f"APPEND refused: {reason}")
             return
         self._send_with_literal(start.tag, text, line.literal)
-        self._grant_streamed(line)
+        self._grant_streamed(current, line)
 
-    def _grant_streamed(self, line: Line) -> None:
+    def _grant_streamed(self, current: _Assembling, line: Line) -> None:
+        # Each literal of an APPEND (MULTIAPPEND) is one message with a header of its own.
+        current.neutraliser = StreamNeutraliser() if self.neutralise_appends else None
         if line.sync:
             self._client.grant_literal()
             self._to_client(_CONTINUE)

@@ -138,3 +138,65 @@ def field_units(data: bytes) -> list[tuple[bytes, bytes | None]]:
     if position < size:
         units.append((data[position:], None))
     return units
+
+
+_OUR_FIELD_START = re.compile(re.escape(OUR_NAME) + rb"[ \t]*:", re.I)
+_NAME_AND_BLANKS = re.compile(rb"[ \t]*")
+
+
+class StreamNeutraliser:
+    """Renames fields of our name in the header of one message that passes in chunks.
+
+    For what a client uploads (APPEND): a copy it saves must not carry a verdict of its own
+    making. Output has exactly the input's length; only the start of a line that could still
+    turn out to be our field name (or the empty line ending the header) is held back until the
+    next chunk decides it. After the header everything passes untouched.
+    """
+
+    def __init__(self) -> None:
+        self._in_header = True
+        self._line_start = True
+        self._held = b""
+
+    def feed(self, data: bytes, last: bool) -> bytes:
+        if not self._in_header:
+            return data
+        buffer = self._held + data if self._held else data
+        self._held = b""
+        out: bytearray | None = None
+        position = 0
+        size = len(buffer)
+        while position < size:
+            if self._line_start:
+                rest = buffer[position : position + len(OUR_NAME) + 64]
+                if rest.startswith((b"\r\n", b"\n")):
+                    self._in_header = False
+                    break
+                if not last and b"\n" not in rest and _could_become_ours(rest):
+                    self._held = buffer[position:]
+                    size = position
+                    break
+                if _OUR_FIELD_START.match(buffer, position):
+                    if out is None:
+                        out = bytearray(buffer)
+                    out[position : position + len(SPOOFED_NAME)] = SPOOFED_NAME
+                self._line_start = False
+            newline = buffer.find(b"\n", position)
+            if newline < 0:
+                position = size
+                break
+            position = newline + 1
+            self._line_start = True
+        result = out if out is not None else buffer
+        if self._held:
+            return bytes(result[:size])
+        return bytes(result) if out is not None else buffer
+
+
+def _could_become_ours(start: bytes) -> bool:
+    """True when a line starting with ``start`` (no newline yet) may still be our field."""
+    if len(start) < len(OUR_NAME):
+        return OUR_NAME.upper().startswith(start.upper()) or start == b"\r"[: len(start)]
+    if start[: len(OUR_NAME)].upper() != OUR_NAME_UPPER:
+        return False
+    return _NAME_AND_BLANKS.fullmatch(start, len(OUR_NAME)) is not None
