@@ -102,7 +102,9 @@ class SubmissionProtocol(SMTP):
     """aiosmtpd's SMTP protocol for one client, with what a proxy needs on top."""
 
     def __init__(self, context: SubmissionContext, handler: SubmissionHandler,
-                 loop: asyncio.AbstractEventLoop, on_closed: Callable[[SubmissionProtocol], None]) -> None:
+                 loop: asyncio.AbstractEventLoop,
+                 on_opened: Callable[[SubmissionProtocol], None],
+                 on_closed: Callable[[SubmissionProtocol], None]) -> None:
         # aiosmtpd keeps these limits in a class-wide dict and grows it at every EHLO: keep ours
         # per connection and fixed.
         self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit)
@@ -127,6 +129,7 @@ class SubmissionProtocol(SMTP):
             )
         self.context = context
         self.handler = handler
+        self._on_opened = on_opened
         self._on_closed = on_closed
         self.enhanced_codes = False
         self._close_after_reply = False
@@ -143,10 +146,12 @@ class SubmissionProtocol(SMTP):
         self._connected = True
         super().connection_made(transport)
         if first:
+            # (an implicit-TLS connection gets here only once its handshake succeeded)
+            self._on_opened(self)
             log.info("smtp connection from %s on %s", self.peer_address, self.context.name)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._gone:
+        if self._gone or not self._connected:
             return  # aiosmtpd calls it itself after a failed STARTTLS, then asyncio again
         self._gone = True
         self.handler.connection_lost()
@@ -367,7 +372,7 @@ class SubmissionHandler:
                      self.context.name, self.account)
             return AuthResult(success=True, handled=False, auth_data=self.account,
                               message=reply.render().decode("utf-8", "replace"))
-        log.info("smtp connection from %s on %s: login refused (%d)", self._peer(),
+        log.info("smtp connection from %s on %s: authentication refused upstream (%d)", self._peer(),
                  self.context.name, reply.code)
         return AuthResult(success=False, handled=False, message=reply.render().decode("utf-8", "replace"))
 
@@ -590,9 +595,7 @@ class SubmissionListener(service.Service):
 
     def _new_connection(self, loop: asyncio.AbstractEventLoop) -> SubmissionProtocol:
         handler = SubmissionHandler(self.context, self.reactor, loop, self.observer)
-        protocol = SubmissionProtocol(self.context, handler, loop, self._closed)
-        self.connections.add(protocol)
-        return protocol
+        return SubmissionProtocol(self.context, handler, loop, self.connections.add, self._closed)
 
     def _closed(self, protocol: SubmissionProtocol) -> None:
         self.connections.discard(protocol)
@@ -623,3 +626,11 @@ class SubmissionListener(service.Service):
         for protocol in list(self.connections):
             if protocol.transport is not None:
                 protocol.transport.abort()  # type: ignore[attr-defined]
+        # aborted transports report their loss on the next loop turn; whatever is left then is
+        # not waited for
+        self.reactor.callLater(0.1, self._give_up)
+
+    def _give_up(self) -> None:
+        self.connections.clear()
+        if self._drained is not None and not self._drained.called:
+            self._drained.callback(None)
