@@ -86,6 +86,23 @@ def section_bytes(message: bytes, section: str) -> bytes:
     raise ValueError(f"section not modelled: {section!r}")
 
 
+OURS = b"X-Caliproxy-Privacy"
+RENAMED = b"X-Caliproxy-Spoofed"
+
+
+def renamed(message: bytes) -> bytes:
+    """The message with every header field of our name renamed in place (same length)."""
+    header, text = header_and_text(message)
+    fields, _ = _fields(header)
+    kept = b"".join(RENAMED + data[len(OURS):] if name == OURS.upper() else data for data, name in fields)
+    return kept + header[len(kept):] + text
+
+
+def virtual_message(block: bytes, message: bytes) -> bytes:
+    """What a client sees: our block, then the message with fields of our name renamed."""
+    return block + renamed(message)
+
+
 @dataclass(frozen=True)
 class Answer:
     """One item of a FETCH answer: its name as the server writes it, and its value."""

@@ -10,17 +10,13 @@ from hypothesis import strategies as st
 
 from caliproxy.imap.virtual import StreamNeutraliser
 
-from .imap_model import _fields, header_and_text
+from .imap_model import renamed
 
-OURS = b"X-Caliproxy-Privacy"
 RENAMED = b"X-Caliproxy-Spoofed"
 
 
 def _expected(message: bytes) -> bytes:
-    header, text = header_and_text(message)
-    fields, _ = _fields(header)
-    renamed = b"".join(RENAMED + data[len(OURS):] if name == OURS.upper() else data for data, name in fields)
-    return renamed + header[len(renamed):] + text
+    return renamed(message)
 
 
 def _stream(message: bytes, cuts: list[int]) -> bytes:

@@ -27,10 +27,9 @@ from caliproxy.imap.view import MailboxView
 from caliproxy.imap.virtual import spoof_offsets
 from caliproxy.privacy.header import HEADER_LENGTH, render_unclassified
 
-from .imap_model import _fields, answer_items, encode_fetch, header_and_text, parse_fetches
+from .imap_model import _fields, answer_items, encode_fetch, header_and_text, parse_fetches, virtual_message
 
 OURS = b"X-Caliproxy-Privacy"
-RENAMED = b"X-Caliproxy-Spoofed"
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -83,16 +82,6 @@ def messages(draw) -> bytes:
     if shape == "empty-header":
         return b"\r\n" + body
     return fields + b"\r\n" + body
-
-
-def virtual_message(block: bytes, message: bytes) -> bytes:
-    """Our block, then the message with every header field of our name renamed in place."""
-    header, text = header_and_text(message)
-    fields, has_end = _fields(header)
-    renamed = b"".join(RENAMED + data[len(OURS):] if name == OURS.upper() else data for data, name in fields)
-    out = block + renamed + header[len(renamed):] + text
-    assert len(out) == len(message) + HEADER_LENGTH
-    return out
 
 
 # -- FETCH items ----------------------------------------------------------------------------------
