@@ -25,7 +25,7 @@ import ssl
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, syntax
@@ -34,7 +34,12 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 
 from caliproxy.errors import ClientProtocolError
-from caliproxy.net.smtp_upstream import UpstreamFailure, UpstreamSession, UpstreamTarget, UpstreamTimeouts
+from caliproxy.net.smtp_upstream import (
+    UpstreamFailure,
+    UpstreamSession,
+    UpstreamTarget,
+    UpstreamTimeouts,
+)
 from caliproxy.smtp.commands import (
     CommandRefused,
     Credentials,
@@ -87,7 +92,7 @@ class SubmissionContext:
     upstream: UpstreamTarget
     tagger: Tagger
     hostname: str
-    timeouts: UpstreamTimeouts = UpstreamTimeouts()
+    timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
     #: The largest message held in memory when the upstream declares no SIZE limit.
     max_message_size: int = 64 * 1024 * 1024
     #: RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command.
@@ -364,7 +369,8 @@ class SubmissionHandler:
             reply = await self.upstream.login(credentials)
         except UpstreamFailure as exc:
             self._report(LoginChecked(self.context.name, Outcome.LOST, 421))
-            return AuthResult(success=False, handled=False, message=self._lost(server, exc))
+            return AuthResult(success=False, handled=False,
+                              message=self._lost(server, exc).decode("ascii"))
         self._report(LoginChecked(self.context.name, outcome_of(reply), reply.code))
         if reply.positive:
             self.account = account
@@ -434,7 +440,7 @@ class SubmissionHandler:
         )
         try:
             tagged = tag_message(raw, self.context.tagger, facts)
-        except Exception as exc:  # the privacy engine must never take the relay down with it
+        except Exception as exc:  # noqa: BLE001 - the privacy engine must never take the relay down
             log.error("smtp message from %s on %s not relayed: tagging failed (%s)", self._peer(),
                       self.context.name, type(exc).__name__)
             await self._end_transaction()
@@ -455,9 +461,8 @@ class SubmissionHandler:
         return reply.render()
 
     async def handle_RSET(self, server: SubmissionProtocol, session: Any, envelope: Any) -> str | bytes:
-        if self.in_transaction:
-            if not await self._end_transaction():
-                return self._lost(server, UpstreamFailure("RSET failed"))
+        if self.in_transaction and not await self._end_transaction():
+            return self._lost(server, UpstreamFailure("RSET failed"))
         return OK.render()
 
     async def handle_QUIT(self, server: SubmissionProtocol, session: Any, envelope: Any) -> str | bytes:

@@ -64,7 +64,12 @@ class UpstreamTimeouts:
 
 
 class _UpstreamProtocol(Protocol):
-    """Bytes from the upstream become replies, handed to at most one waiting command."""
+    """Bytes from the upstream become replies, handed to at most one waiting command.
+
+    Every reply must answer something we sent (the greeting answers the connection): one that
+    answers nothing (a "421 timeout" before the upstream hangs up, or garbage) would otherwise be
+    taken as the reply to our next command, so it ends the connection instead.
+    """
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
@@ -73,14 +78,21 @@ class _UpstreamProtocol(Protocol):
         self.waiter: defer.Deferred[Reply] | None = None
         self.timer: Any = None
         self.lost: str | None = None
+        self.expected = 1  # the greeting
 
     def dataReceived(self, data: bytes) -> None:
         try:
-            self.replies.extend(self.parser.receive_data(data))
+            replies = self.parser.receive_data(data)
         except ServerProtocolError as exc:
             self.abort(f"protocol error: {exc}")
             return
-        self._deliver()
+        for reply in replies:
+            if self.expected == 0:
+                self.abort(f"sent {reply.code} unasked")
+                return
+            self.expected -= 1
+            self.replies.append(reply)
+            self._deliver()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = self.lost or describe_failure(reason)
@@ -97,7 +109,9 @@ class _UpstreamProtocol(Protocol):
         return self.waiter
 
     def send(self, data: bytes) -> None:
+        """Send a command line (or the message data): exactly one reply is due for it."""
         if self.lost is None:
+            self.expected += 1
             self.transport.write(data)  # type: ignore[union-attr]
 
     def start_tls(self, options: Any) -> None:
@@ -168,7 +182,7 @@ class UpstreamSession:
             await self._wait(endpoints.connectProtocol(endpoint, protocol))
         except UpstreamFailure:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any connect failure (refused, DNS, TLS) is one
             raise UpstreamFailure(describe_failure(Failure(exc))) from None
         self._protocol = protocol
         greeting = await self._reply(self.timeouts.greeting)
@@ -237,7 +251,7 @@ class UpstreamSession:
         if protocol is None or protocol.transport is None:
             return
         if protocol.lost is None:
-            protocol.send(b"QUIT\r\n")
+            protocol.send(b"QUIT\r\n")  # its reply is not read
             protocol.lost = "closed by us"
         protocol.transport.loseConnection()
 

@@ -17,6 +17,7 @@ import socketserver
 import threading
 from collections import Counter
 from collections.abc import Callable
+from typing import Self
 
 
 class Fault(enum.Enum):
@@ -55,6 +56,10 @@ class _Session(socketserver.StreamRequestHandler):
                            b"250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n250 SMTPUTF8")
             elif verb == b"AUTH":
                 self.reply(b"235 2.7.0 Authentication successful")
+                if upstream.hang_up_after_login:
+                    # what Postfix does when its smtpd_timeout expires: say so, unasked, and go
+                    self.reply(b"421 4.4.2 fault.test Error: timeout exceeded")
+                    return
             elif verb == b"MAIL":
                 fault = upstream.plan()
                 upstream.faults[fault] += 1
@@ -121,9 +126,11 @@ class FaultUpstream(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, plan: Callable[[], Fault] = lambda: Fault.ACCEPT) -> None:
+    def __init__(self, plan: Callable[[], Fault] = lambda: Fault.ACCEPT, *,
+                 hang_up_after_login: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Session)
         self.plan = plan
+        self.hang_up_after_login = hang_up_after_login
         self.lock = threading.Lock()
         self.stored: Counter[str] = Counter()
         self.contents: list[bytes] = []
@@ -134,7 +141,7 @@ class FaultUpstream(socketserver.ThreadingTCPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
-    def __enter__(self) -> FaultUpstream:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

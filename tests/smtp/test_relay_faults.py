@@ -78,7 +78,7 @@ def test_temporary_failure_after_data_is_relayed_as_4xx_and_the_session_goes_on(
     with FaultUpstream(scripted(Fault.TEMPORARY_AFTER_DATA).__next__) as upstream:
         listener, events, port = start_listener(upstream.port)
         try:
-            first, code, client = yield threads.deferToThread(send_one, port)
+            _, code, client = yield threads.deferToThread(send_one, port)
             assert code == 451 and client is not None
             second, code, client = yield threads.deferToThread(send_one, port, client)
             assert code == 250
@@ -95,7 +95,7 @@ def test_temporary_failure_after_data_is_relayed_as_4xx_and_the_session_goes_on(
 @pytest_twisted.inlineCallbacks
 def test_a_lost_or_stalled_upstream_gives_421_never_250(fault):
     with FaultUpstream(scripted(fault).__next__) as upstream:
-        listener, events, port = start_listener(upstream.port)
+        listener, _, port = start_listener(upstream.port)
         try:
             started = time.monotonic()
             message_id, code, client = yield threads.deferToThread(send_one, port)
@@ -126,6 +126,18 @@ def test_upstream_refusals_reach_the_client_with_their_own_code(fault, expected)
         finally:
             yield listener.stopService()
     assert not upstream.stored
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unasked_upstream_reply_is_never_taken_for_the_answer_to_the_next_command():
+    with FaultUpstream(hang_up_after_login=True) as upstream:
+        listener, _, port = start_listener(upstream.port)
+        try:
+            _, code, client = yield threads.deferToThread(send_one, port)
+        finally:
+            yield listener.stopService()
+    assert (code, client) == (421, None)
+    assert not upstream.faults  # MAIL never reached the upstream
 
 
 def _soak_worker(port: int, count: int) -> list[tuple[str, int | None]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,7 +29,7 @@ def test_replies_split_anywhere_across_reads_parse_the_same(cuts):
     parser = ReplyParser()
     points = [0, *sorted(set(cuts)), len(POSTFIX_EHLO)]
     replies = []
-    for start, end in zip(points, points[1:]):
+    for start, end in itertools.pairwise(points):
         replies += parser.receive_data(POSTFIX_EHLO[start:end])
     assert replies == ReplyParser().receive_data(POSTFIX_EHLO)
     assert not parser.pending

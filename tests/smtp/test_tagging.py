@@ -10,7 +10,13 @@ from caliproxy.policy_config import policy_from_mapping
 from caliproxy.privacy.header import HEADER_LENGTH, HEADER_NAME, parse_header, render_header
 from caliproxy.privacy.verdict import judge
 from caliproxy.smtp.message import header_block
-from caliproxy.smtp.tagging import NO_TAGGING, SENT_MAILBOX, PrivacyTagger, SubmissionFacts, tag_message
+from caliproxy.smtp.tagging import (
+    NO_TAGGING,
+    SENT_MAILBOX,
+    PrivacyTagger,
+    SubmissionFacts,
+    tag_message,
+)
 
 FACTS = SubmissionFacts(listener="submission", client_address="127.0.0.1", client_tls=True,
                         client_tls_version="TLSv1.3", account="alice", upstream_tls=True,
