@@ -296,7 +296,15 @@ class MailboxSession(ProxySession):
                 self._maybe_start_arrivals()
             return True
         if keyword == b"RECENT":
-            return mailbox.hides  # recounting would need per-message \Recent; a hint, dropped
+            if mailbox.hides:
+                # The upstream's count includes hidden mail; it says RECENT when its count
+                # changes, we when the count of what this client sees did.
+                self._recent_changed(mailbox)
+                return True
+            if self._arrivals or self._flow is not None:
+                mailbox.held_recent = number  # said after the EXISTS it belongs to
+                return True
+            return False
         if keyword == b"EXPUNGE":
             self._expunge(mailbox, number, deliver=True)
             return True
@@ -311,9 +319,15 @@ class MailboxSession(ProxySession):
         mailbox.upstream_exists -= 1
         if number > len(mailbox.view.uids):
             return  # a message the client had not been told of yet
+        mailbox.recent.discard(mailbox.view.uids[number - 1])
         client = mailbox.view.expunge_upstream_seq(number)
         if client is not None and deliver:
             self._to_client(b"* %d EXPUNGE\r\n" % client)
+
+    def _recent_changed(self, mailbox: SelectedMailbox) -> None:
+        if len(mailbox.recent) != mailbox.told_recent:
+            mailbox.told_recent = len(mailbox.recent)
+            self._to_client(b"* %d RECENT\r\n" % mailbox.told_recent)
 
     def _fetch_response(self, mailbox: SelectedMailbox, number: int, event: Line) -> None:
         view = mailbox.view
@@ -383,7 +397,8 @@ class MailboxSession(ProxySession):
             seqs = sorted(filter(None, (mailbox.view.client_seq(uid) for uid in result.search)))
             unseen = seqs[0] if seqs else None
             result = yield b"UID SEARCH RECENT"
-            recent = sum(1 for uid in result.search if mailbox.view.is_visible(uid))
+            mailbox.recent = {uid for uid in result.search if mailbox.view.is_visible(uid)}
+            recent = mailbox.told_recent = len(mailbox.recent)
             self.hidden_count += len(mailbox.view.hidden)
         self._selecting = None
         self._mailbox = mailbox
@@ -425,7 +440,7 @@ class MailboxSession(ProxySession):
             first = len(mailbox.view.uids) + 1
             # A sequence-number FETCH: the upstream may not send EXPUNGE during it (RFC 3501 §7.4.1),
             # so the numbers stay valid while we read.
-            result = yield b"FETCH %d:%d (UID BODY.PEEK[HEADER])" % (first, mailbox.upstream_exists)
+            result = yield b"FETCH %d:%d (UID FLAGS BODY.PEEK[HEADER])" % (first, mailbox.upstream_exists)
             fetched = sorted((number, int(items[b"UID"])) for number, items in result.fetches
                              if b"UID" in items)
             uids = [uid for _number, uid in fetched if not mailbox.view.uids or uid > mailbox.view.uids[-1]]
@@ -437,8 +452,16 @@ class MailboxSession(ProxySession):
             before = mailbox.view.exists
             shown = mailbox.admit(uids, tags)
             self.hidden_count += len(uids) - len(shown)
+            flags = {int(items[b"UID"]): items.get(b"FLAGS", b"").upper() for _n, items in result.fetches
+                     if b"UID" in items}
+            mailbox.recent.update(uid for uid in shown if b"\\RECENT" in flags.get(uid, b""))
             if mailbox.view.exists != before:
                 self._to_client(b"* %d EXISTS\r\n" % mailbox.view.exists)
+                if mailbox.hides:
+                    self._recent_changed(mailbox)  # RECENT follows EXISTS, as upstream says it
+            if mailbox.held_recent is not None and not mailbox.hides:
+                self._to_client(b"* %d RECENT\r\n" % mailbox.held_recent)
+                mailbox.held_recent = None
         self._arrivals = False
 
     # -- commands that need the upstream to themselves --------------------------------------------
@@ -565,6 +588,12 @@ class MailboxSession(ProxySession):
             self._collect_fetch(event, lambda items: result.fetches.append((number, items)))
             return True
         selecting = self._selecting
+        if number is not None and keyword == b"RECENT" and selecting is None and self._mailbox is not None:
+            if not self._mailbox.hides:
+                self._mailbox.held_recent = number
+            elif self._idle_interrupt is not None:
+                self._recent_changed(self._mailbox)  # e.g. after an EXPUNGE while idling
+            return True
         if number is not None and keyword == b"EXISTS":
             if selecting is not None:
                 selecting.exists = number

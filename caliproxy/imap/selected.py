@@ -63,6 +63,11 @@ class SelectedMailbox:
     view: MailboxView = field(default_factory=MailboxView)
     tags: dict[int, Tagged] = field(default_factory=dict)
     upstream_exists: int = 0  # what the upstream has announced (may run ahead of the view)
+    # \Recent is per session: the visible messages this session holds it for (when hiding), or
+    # the upstream's latest RECENT count, held until the arrivals it counts are announced
+    recent: set[int] = field(default_factory=set)
+    told_recent: int = 0  # the RECENT count the client last heard (when hiding)
+    held_recent: int | None = None
 
     @property
     def hides(self) -> bool:
@@ -115,7 +120,10 @@ class SelectedMailbox:
         if start.uid:
             uids = self.view.uids_for_uid_set(ranges)
             if not uids:
-                return Translated(local_text=f"{start.verb.capitalize()} completed.")
+                # Dovecot's words for a UID set that names no message
+                text = ("No messages found." if start.verb in ("COPY", "MOVE")
+                        else f"{start.verb.capitalize()} completed.")
+                return Translated(local_text=text)
             new_set = Atom(format_sequence_set(uids).decode())
         else:
             if not self._seq_set_ok(ranges):

@@ -1,7 +1,8 @@
-"""One proxy, two doors to the same mailboxes: ``trusted`` sees secret mail, ``cafe`` does not.
+"""One proxy, several doors to the same mailboxes: ``trusted`` sees secret mail, ``cafe`` does not.
 
 The policy makes a message secret when its Subject contains ``SECRET`` and internal otherwise;
-the trust rules give the ``cafe`` listener clearance internal and every other listener secret. The
+the trust rules give the ``cafe`` and ``cafe-plain`` listeners clearance internal and every other
+listener secret (``cafe-plain`` adds no privacy header, so its bytes compare with Dovecot's). The
 secret messages carry unique markers in their subject and body so a test can prove that none of
 their bytes ever reached an untrusted client.
 """
@@ -19,7 +20,6 @@ from caliproxy.demo.dovecot import DovecotServer, free_port
 from tests.fixtures.proxy import ProxyProcess
 from tests.hiding.wire import WireClient
 
-
 USERS = {"alice": "alicepw", "bob": "bobpw"}
 
 POLICY: dict[str, Any] = {
@@ -29,7 +29,7 @@ POLICY: dict[str, Any] = {
 }
 TRUST: dict[str, Any] = {
     "rules": [
-        {"name": "cafe-wifi", "level": "internal", "match": {"listener": ["cafe"]}},
+        {"name": "cafe-wifi", "level": "internal", "match": {"listener": ["cafe", "cafe-plain"]}},
         {"name": "at-home", "level": "secret"},
     ],
 }
@@ -109,6 +109,9 @@ class Hiding:
 
     def save(self, user: str, raw: bytes, mailbox: str = "INBOX") -> None:
         """Store the bytes as they are (no Received line), as a new arrival."""
+        if mailbox.upper() != "INBOX":
+            self.dovecot.deliver(user, raw, mailbox)  # creates the mailbox, then doveadm save
+            return
         self.dovecot.doveadm("save", "-u", user, "-m", mailbox, input=raw)
 
     def close(self) -> None:
@@ -129,6 +132,8 @@ def hiding_factory(dovecot_factory, proxy_factory) -> Any:
         listeners = [
             {"name": "trusted", "port": free_port(), "tls": "implicit", "tagging": tagging},
             {"name": "cafe", "port": free_port(), "tls": "implicit", "tagging": tagging},
+            # hides without adding our header: its bytes compare with Dovecot's own
+            {"name": "cafe-plain", "port": free_port(), "tls": "implicit", "tagging": False},
             *(extra_listeners or []),
         ]
         proxy = proxy_factory(dovecot, listeners=listeners,

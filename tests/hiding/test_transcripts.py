@@ -53,10 +53,12 @@ class SubjectClassifier:
         return Tagged("secret", b"", ())
 
 
-def header_fetch(seq: int, uid: int, subject: str, *, uid_first: bool = True) -> bytes:
+def header_fetch(seq: int, uid: int, subject: str, *, uid_first: bool = True,
+                 flags: bytes | None = None) -> bytes:
     """The upstream's answer line to a header fetch, as an ``S|`` script line."""
     header = f"Subject: {subject}\r\n\r\n".encode()
-    items = (b"UID %d BODY[HEADER]" % uid) if uid_first else b"BODY[HEADER]"
+    head = b"BODY[HEADER]" if flags is None else b"FLAGS (" + flags + b") BODY[HEADER]"
+    items = (b"UID %d %s" % (uid, head)) if uid_first else head
     tail = b")" if uid_first else b" UID %d)" % uid
     return b"S| * %d FETCH (%s {%d}\r\n%s%s\r\n" % (seq, items, len(header), header, tail)
 
@@ -190,9 +192,9 @@ def test_select_of_a_mailbox_with_only_hidden_mail_looks_empty() -> None:
         b">C: a OK [READ-WRITE] Select completed.",
         # on an empty mailbox every sequence number is invalid, as Dovecot says it
         b"C: b FETCH * (FLAGS)",
-        b">C: b BAD Error in IMAP command FETCH: Invalid messageset",
+        b">C: b BAD Error in IMAP command FETCH: Invalid messageset.",
         b"C: c UID FETCH 1:* (FLAGS)",
-        b">C: c OK Fetch completed",
+        b">C: c OK Fetch completed.",
     ])
 
 
@@ -222,15 +224,15 @@ def test_uid_range_to_star_ends_at_the_last_visible_message(selected: Playbook) 
 def test_uid_commands_naming_only_hidden_uids_act_on_nothing(selected: Playbook) -> None:
     selected([
         b"C: b UID FETCH 2,4 (BODY[])",
-        b">C: b OK Fetch completed",
+        b">C: b OK Fetch completed.",
         b"C: c UID STORE 2 +FLAGS (\\Deleted)",
-        b">C: c OK Store completed",
+        b">C: c OK Store completed.",
         b"C: d UID COPY 4 Trash",
-        b">C: d OK Copy completed",
+        b">C: d OK No messages found.",
         b"C: e UID MOVE 2:2 Trash",
-        b">C: e OK Move completed",
+        b">C: e OK No messages found.",
         b"C: f UID EXPUNGE 4",
-        b">C: f OK Expunge completed",
+        b">C: f OK Expunge completed.",
         b"C: g UID SEARCH UID 2,4",
         b">S: g UID SEARCH (NOT ALL)",
     ])
@@ -289,7 +291,7 @@ def test_sequence_numbers_beyond_the_visible_count_are_invalid(selected: Playboo
         name = verb.split()[0]
         selected([
             b"C: x " + verb,
-            b">C: x BAD Error in IMAP command " + name + b": Invalid messageset",
+            b">C: x BAD Error in IMAP command " + name + b": Invalid messageset.",
         ])
 
 
@@ -364,7 +366,7 @@ def test_expunge_only_removes_visible_messages(selected: Playbook) -> None:
         b"S: c OK Expunge completed.",
         b">C: c OK Expunge completed.",
         b"C: d EXPUNGE",
-        b">C: d OK Expunge completed",
+        b">C: d OK Expunge completed.",
     ])
 
 
@@ -456,7 +458,7 @@ def test_pipelined_local_answers_keep_their_place(selected: Playbook) -> None:
         b">C: * 1 FETCH (UID 1)",
         b"S: b OK Fetch completed.",
         b">C: b OK Fetch completed.",
-        b">C: c OK Fetch completed",
+        b">C: c OK Fetch completed.",
         b"S: * 3 FETCH (UID 3)",
         b">C: * 2 FETCH (UID 3)",
         b"S: d OK Fetch completed.",
@@ -475,17 +477,18 @@ def test_arrivals_during_a_command_are_classified_before_it_completes(selected: 
         b"S: * 6 EXISTS",
         b"S: * 2 RECENT",
         b"S: b OK NOOP completed.",
-        b">S: cp.5 FETCH 5:6 (UID BODY.PEEK[HEADER])",
-        header_fetch(5, 5, "SECRET again"),
-        header_fetch(6, 6, "visible news"),
+        b">S: cp.5 FETCH 5:6 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(5, 5, "SECRET again", flags=b"\\Recent"),
+        header_fetch(6, 6, "visible news", flags=b"\\Recent"),
         b"S: cp.5 OK Fetch completed.",
         b">C: * 3 EXISTS",
+        b">C: * 2 RECENT",
         b">C: b OK NOOP completed.",
         b"C: c NOOP",
         b">S: c NOOP",
         b"S: * 7 EXISTS",
         b"S: c OK NOOP completed.",
-        b">S: cp.6 FETCH 7:7 (UID BODY.PEEK[HEADER])",
+        b">S: cp.6 FETCH 7:7 (UID FLAGS BODY.PEEK[HEADER])",
         header_fetch(7, 7, "SECRET too"),
         b"S: cp.6 OK Fetch completed.",
         b">C: c OK NOOP completed.",
@@ -503,7 +506,7 @@ def test_fetch_of_an_unannounced_message_is_not_passed_on(selected: Playbook) ->
         b"S: * 1 FETCH (UID 1 FLAGS ())",
         b">C: * 1 FETCH (UID 1 FLAGS ())",
         b"S: b OK Fetch completed.",
-        b">S: cp.5 FETCH 5:5 (UID BODY.PEEK[HEADER])",
+        b">S: cp.5 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
         header_fetch(5, 5, "visible"),
         b"S: cp.5 OK Fetch completed.",
         b">C: * 3 EXISTS",
@@ -522,7 +525,7 @@ def test_idle_secret_arrival_produces_nothing_visible_one_exists(selected: Playb
         b">S: DONE",
         b"S: * 1 RECENT",
         b"S: i OK Idle completed.",
-        b">S: cp.5 FETCH 5:5 (UID BODY.PEEK[HEADER])",
+        b">S: cp.5 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
         header_fetch(5, 5, "SECRET news"),
         b"S: cp.5 OK Fetch completed.",
         b">S: i IDLE",
@@ -531,10 +534,11 @@ def test_idle_secret_arrival_produces_nothing_visible_one_exists(selected: Playb
         b"S: * 6 EXISTS",
         b">S: DONE",
         b"S: i OK Idle completed.",
-        b">S: cp.6 FETCH 6:6 (UID BODY.PEEK[HEADER])",
-        header_fetch(6, 6, "lunch?"),
+        b">S: cp.6 FETCH 6:6 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(6, 6, "lunch?", flags=b"\\Recent"),
         b"S: cp.6 OK Fetch completed.",
         b">C: * 3 EXISTS",
+        b">C: * 2 RECENT",
         b">S: i IDLE",
         b"S: + idling",
         b"C: DONE",
@@ -554,7 +558,7 @@ def test_client_done_while_the_proxy_classifies(selected: Playbook) -> None:
         b">S: DONE",
         b"C: DONE",
         b"S: i OK Idle completed.",
-        b">S: cp.5 FETCH 5:5 (UID BODY.PEEK[HEADER])",
+        b">S: cp.5 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
         header_fetch(5, 5, "hello"),
         b"S: cp.5 OK Fetch completed.",
         b">C: * 3 EXISTS",
@@ -609,8 +613,8 @@ def test_status_of_the_selected_mailbox_counts_visible_messages(selected: Playbo
 def test_status_counts_of_another_mailbox_are_refused(selected: Playbook) -> None:
     selected([
         b"C: s STATUS Archive (MESSAGES)",
-        b">C: s NO [CANNOT] Message counts of a mailbox other than the selected one are not "
-        b"available on this connection",
+        (b">C: s NO [CANNOT] Message counts of a mailbox other than the selected one are not "
+        b"available on this connection"),
         b"C: t STATUS Archive (UIDNEXT UIDVALIDITY)",
         b">S: t STATUS Archive (UIDNEXT UIDVALIDITY)",
     ])
@@ -691,4 +695,56 @@ def test_a_session_that_sees_everything_passes_unknown_data_on() -> None:
         b">S: b NOOP",
         b"S: * XUNKNOWN 1",
         b">C: * XUNKNOWN 1",
+    ])
+
+
+def test_a_session_that_sees_everything_says_recent_after_the_exists_it_counts() -> None:
+    play = session_play(hides=False)
+    play([
+        b"C: a SELECT INBOX",
+        b">S: a SELECT INBOX",
+        b"S: * 1 EXISTS",
+        b"S: * 1 RECENT",
+        b"S: a OK [READ-WRITE] Select completed.",
+        b">S: cp.1 UID SEARCH ALL",
+        b"S: * SEARCH 1",
+        b"S: cp.1 OK Search completed.",
+        b">S: cp.2 UID FETCH 1 (BODY.PEEK[HEADER])",
+        header_fetch(1, 1, "SECRET"),
+        b"S: cp.2 OK Fetch completed.",
+        b">C: * 1 EXISTS",
+        b">C: * 1 RECENT",
+        b">C: a OK [READ-WRITE] Select completed.",
+        b"C: b NOOP",
+        b">S: b NOOP",
+        b"S: * 2 EXISTS",
+        b"S: * 2 RECENT",
+        b"S: b OK NOOP completed.",
+        b">S: cp.3 FETCH 2:2 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(2, 2, "SECRET too", flags=b"\\Recent"),
+        b"S: cp.3 OK Fetch completed.",
+        b">C: * 2 EXISTS",
+        b">C: * 2 RECENT",
+        b">C: b OK NOOP completed.",
+    ])
+
+
+def test_recent_is_said_when_the_visible_recent_count_changes(selected: Playbook) -> None:
+    """UIDs 3 (visible) and 4 (hidden) hold \\Recent for this session. The upstream says RECENT
+    whenever its own count changes; the client hears it only when its own count did."""
+    selected([
+        b"C: b UID EXPUNGE 1:*",
+        b">S: b UID EXPUNGE 1,3",
+        b"S: * 3 EXPUNGE",
+        b">C: * 2 EXPUNGE",
+        b"S: * 2 RECENT",
+        b">C: * 0 RECENT",
+        b"S: b OK Expunge completed.",
+        b">C: b OK Expunge completed.",
+        b"C: c NOOP",
+        b">S: c NOOP",
+        b"S: * 3 EXPUNGE",  # the hidden UID 4, expunged elsewhere
+        b"S: * 1 RECENT",
+        b"S: c OK NOOP completed.",
+        b">C: c OK NOOP completed.",
     ])

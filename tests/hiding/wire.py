@@ -11,6 +11,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 _LITERAL = re.compile(rb"\{(\d+)\+?\}$")
 # Dovecot appends its timing to tagged answers: "OK Fetch completed (0.001 + 0.000 secs)."
@@ -42,9 +43,7 @@ class Reply:
         found = []
         for line in self.untagged:
             parts = line.split(b" ", 3)
-            if len(parts) > 1 and parts[1].upper() == word:
-                found.append(line)
-            elif len(parts) > 2 and parts[1].isdigit() and parts[2].upper().rstrip(b"\r\n") == word:
+            if len(parts) > 1 and parts[1].upper() == word or len(parts) > 2 and parts[1].isdigit() and parts[2].upper().rstrip(b"\r\n") == word:
                 found.append(line)
         return found
 
@@ -111,7 +110,7 @@ class WireClient:
                     self._more()
                 while b"\r\n" in self._buffer:
                     responses.append(self.read_response())
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             pass
         finally:
             self.sock.settimeout(20)
@@ -150,7 +149,7 @@ class WireClient:
         except OSError:
             pass
 
-    def __enter__(self) -> WireClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
