@@ -3,14 +3,18 @@
 Keyed by (upstream, account, mailbox, UIDVALIDITY, UID). What is stored, per message:
 
 * the engine's ``MessageFeatures`` as JSON (transport hops, authentication results, spam
-  verdicts, content type, sensitivity, list id, participants) and the features version;
+  verdicts, content type, sensitivity, list id, participants) and the features version, without
+  the account and mailbox names (the key has them, as digests);
 * the offsets of any forged privacy header in the upstream header (to neutralise it);
-* nothing of the message content: no subject, no body, no other header values.
+* nothing of the message content: no subject, no body, no other header values — except the
+  values of header fields the policy's own ``header`` rules name, which it needs to re-level.
 
 Participants' addresses are stored as SHA-256 digests unless the policy matches on addresses
 (sender/recipient rules, known correspondents); such a policy re-reads headers for entries
-stored without them. Account and mailbox names are stored as digests too. The database file is
-created with mode 0600. The schema is versioned; ``_MIGRATIONS`` upgrades older files in order.
+stored without them. Account and mailbox names are stored as digests only. The database file is
+created with mode 0600. The schema is versioned (SQLite's ``user_version``); ``_MIGRATIONS``
+upgrades older files in order, and a file written by a newer schema, or not a cache at all, is
+refused with :class:`CacheError` rather than read with the wrong meaning.
 
 Writes are batched in one transaction per batch of classifications; reads for a whole mailbox
 are one query. A UIDVALIDITY change drops that mailbox's entries.
@@ -25,6 +29,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from caliproxy.errors import CaliproxyError
 
 SCHEMA_VERSION = 1
 
@@ -49,6 +55,10 @@ _MIGRATIONS: dict[int, str] = {
         ) WITHOUT ROWID;
     """,
 }
+
+
+class CacheError(CaliproxyError):
+    """The cache file cannot be used: not a classification cache, or from a newer schema."""
 
 
 def digest(text: str) -> str:
@@ -83,16 +93,26 @@ class ClassificationCache:
             os.close(fd)
             os.chmod(self.path, 0o600)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise CacheError(f"{self.path}: not a usable classification cache: {exc}") from None
+        except CacheError:
+            self._db.close()
+            raise
         self._mailbox_ids: dict[MailboxKey, int] = {}
         self.hits = 0
         self.misses = 0
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CacheError(f"{self.path}: written by a newer caliproxy (cache schema {version}, this one "
+                             f"reads up to {SCHEMA_VERSION}); point cache.path elsewhere or remove the file")
         for target in sorted(v for v in _MIGRATIONS if v > version):
             self._db.executescript("BEGIN;" + _MIGRATIONS[target] + f"PRAGMA user_version = {target}; COMMIT;")
 

@@ -66,7 +66,9 @@ class VerdictMemory:
                 if self.keep_addresses and not entry.clear_addresses:
                     continue  # stored without addresses; this policy needs them: read again
                 try:
-                    features = MessageFeatures.from_dict(entry.features)
+                    # the key says whose and where: the stored features leave both out
+                    features = replace(MessageFeatures.from_dict(entry.features), account=key.account,
+                                       mailbox=key.mailbox)
                 except (KeyError, ValueError, TypeError):
                     continue
                 if not self.policy.can_judge(features):
@@ -85,7 +87,7 @@ class VerdictMemory:
             spoofs = spoof_offsets(header)
             tagged = self._tag(features, spoofs)
             memory[uid] = result[uid] = tagged
-            stored = features if self.keep_addresses else redact(features)
+            stored = replace(features if self.keep_addresses else redact(features), account="", mailbox="")
             entries.append((uid, CachedEntry(stored.to_dict(), FEATURES_VERSION, self.keep_addresses, spoofs)))
         self.cache.put_many(key, entries)
         if self.observe is not None and result:
