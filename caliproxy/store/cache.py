@@ -32,7 +32,7 @@ from pathlib import Path
 
 from caliproxy.errors import CaliproxyError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -53,6 +53,10 @@ _MIGRATIONS: dict[int, str] = {
             spoofs TEXT NOT NULL,       -- JSON list of offsets
             PRIMARY KEY (mailbox, uid)
         ) WITHOUT ROWID;
+    """,
+    # Version 1 files also kept the account and mailbox names in clear inside the features.
+    2: """
+        UPDATE message SET features = json_set(features, '$.account', '', '$.mailbox', '');
     """,
 }
 
@@ -95,6 +99,7 @@ class ClassificationCache:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA secure_delete = ON")  # dropped entries leave no trace
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
@@ -115,6 +120,11 @@ class ClassificationCache:
                              f"reads up to {SCHEMA_VERSION}); point cache.path elsewhere or remove the file")
         for target in sorted(v for v in _MIGRATIONS if v > version):
             self._db.executescript("BEGIN;" + _MIGRATIONS[target] + f"PRAGMA user_version = {target}; COMMIT;")
+        if 0 < version < SCHEMA_VERSION:
+            # An upgraded file may have rewritten what it must no longer hold: leave no old copy of
+            # it in free pages or in the write-ahead log.
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         self._db.close()

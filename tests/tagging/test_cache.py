@@ -225,3 +225,21 @@ def test_restart_policy_change_and_uidvalidity_change_through_the_proxy(dovecot,
     with sqlite3.connect(cache) as db:
         assert db.execute("SELECT count(*) FROM message").fetchone()[0] == MESSAGES + 1
         assert db.execute("SELECT uidvalidity FROM mailbox").fetchall() == [(4242,)]
+
+
+def test_a_version_1_file_is_migrated_and_scrubbed_of_account_and_mailbox_names(tmp_path):
+    from caliproxy.store.cache import _MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.executescript("BEGIN;" + _MIGRATIONS[1] + "PRAGMA user_version = 1; COMMIT;")
+        db.execute("INSERT INTO mailbox VALUES (1, ?, 'a', 'b', 5)", (UPSTREAM,))
+        db.execute("INSERT INTO message VALUES (1, 1, 1, 0, ?, '[]')",
+                   ('{"account": "Kx93.account@example.test", "mailbox": "Kx93 folder", "size": null}',))
+    ClassificationCache(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("SELECT features FROM message").fetchone()[0] == \
+            '{"account":"","mailbox":"","size":null}'
+    assert not any(b"Kx93" in file.read_bytes() for file in tmp_path.iterdir())
