@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 
 from caliproxy.errors import ServerProtocolError
@@ -43,6 +43,8 @@ from caliproxy.imap.view import MailboxView, format_sequence_set
 HEADER_BATCH = 1000
 
 _MARKED = re.compile(rb"\\(?:Un)?Marked", re.I)
+# flag-keyword = atom (RFC 3501 §9); anything else in a flag list is not shown, nor searched for
+_KEYWORD = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\\]]+")
 # Untagged data a hiding session passes on (after the rewrites below); anything else ends it.
 _KNOWN_DATA = frozenset({b"FLAGS", b"LIST", b"LSUB", b"STATUS", b"NAMESPACE", b"ID", b"CAPABILITY",
                          b"SEARCH", b"ENABLED"})
@@ -272,10 +274,16 @@ class MailboxSession(ProxySession):
             shown = mailbox.search_result(numbers, uid=uid)
             self._to_client(b"* SEARCH" + b"".join(b" %d" % n for n in shown) + b"\r\n")
             return True
+        if keyword == b"FLAGS" and mailbox.hides:
+            mailbox.flag_lines[b"FLAGS"] = event.data  # shown when a visible message uses it
+            return True
         if response.status is not None:
             code = response.code
             if code is not None and code.name == b"UNSEEN":
                 return True  # a sequence number of the upstream's numbering
+            if code is not None and code.name == b"PERMANENTFLAGS" and mailbox.hides:
+                mailbox.flag_lines[b"PERMANENTFLAGS"] = event.data
+                return True
             return False
         if mailbox.hides and keyword not in _KNOWN_DATA:
             raise ServerProtocolError(f"untagged {keyword!r} the view cannot rewrite")
@@ -329,6 +337,22 @@ class MailboxSession(ProxySession):
             mailbox.told_recent = len(mailbox.recent)
             self._to_client(b"* %d RECENT\r\n" % mailbox.told_recent)
 
+    def _announce_keywords(self, mailbox: SelectedMailbox, event: Line) -> None:
+        """A visible message carries a keyword the client was not shown: show the flag lists."""
+        text = event.without_marker()
+        scan = FetchScan()
+        for item in scan_fragment(text, scan, first=True, literal_follows=event.literal is not None):
+            if item.name != b"FLAGS" or item.value_start < 0:
+                continue
+            flags = text[item.value_start : item.value_end].strip(b"()").split()
+            new = [flag for flag in flags if _is_keyword(flag) and flag not in mailbox.keywords]
+            if new:
+                mailbox.keywords.extend(new)
+                for name in (b"FLAGS", b"PERMANENTFLAGS"):
+                    line = mailbox.flag_lines.get(name)
+                    if line is not None:
+                        self._to_client(_shown_flags(line, mailbox.keywords, new))
+
     def _fetch_response(self, mailbox: SelectedMailbox, number: int, event: Line) -> None:
         view = mailbox.view
         client = None
@@ -341,6 +365,8 @@ class MailboxSession(ProxySession):
             if event.literal is not None:
                 self._sink = _discard
             return
+        if mailbox.hides:
+            self._announce_keywords(mailbox, event)
         tagged = mailbox.tag_of(uid) if self.tagging else None
         partials = self._fetch_maps[0][1] if self._fetch_maps else None
         rewriter = FetchRewriter(client, tagged, partials)
@@ -393,6 +419,14 @@ class MailboxSession(ProxySession):
         unseen: int | None = None
         recent: int | None = None
         if mailbox.hides:
+            for line in selecting.lines:
+                if line.upper().startswith((b"* FLAGS ", b"* OK [PERMANENTFLAGS ")):
+                    mailbox.flag_lines[b"FLAGS" if line[2:3] in b"Ff" else b"PERMANENTFLAGS"] = line
+            for keyword in _keywords_of(mailbox.flag_lines.values()):
+                # Shown only when a message this client sees carries it.
+                result = yield b"UID SEARCH KEYWORD " + keyword
+                if any(mailbox.view.is_visible(uid) for uid in result.search):
+                    mailbox.keywords.append(keyword)
             result = yield b"UID SEARCH UNSEEN"
             seqs = sorted(filter(None, (mailbox.view.client_seq(uid) for uid in result.search)))
             unseen = seqs[0] if seqs else None
@@ -680,7 +714,43 @@ def _select_line(line: bytes, mailbox: SelectedMailbox, unseen: int | None, rece
         return b"* %d RECENT\r\n" % recent
     if mailbox.hides and upper.startswith(b"* OK [UNSEEN "):
         return b"* OK [UNSEEN %d] First unseen.\r\n" % unseen if unseen else b""
+    if mailbox.hides and upper.startswith((b"* FLAGS ", b"* OK [PERMANENTFLAGS ")):
+        return _shown_flags(line, mailbox.keywords, [])
     return line
+
+
+def _flag_list(line: bytes) -> tuple[int, int]:
+    """The span of the first parenthesised list in ``line`` (inside the parentheses)."""
+    start, close = line.find(b"(") + 1, line.find(b")")
+    if not 0 < start <= close:
+        raise ServerProtocolError("flag list expected")
+    return start, close
+
+
+def _is_keyword(flag: bytes) -> bool:
+    return not flag.startswith(b"\\") and _KEYWORD.fullmatch(flag) is not None
+
+
+def _keywords_of(lines: Iterable[bytes]) -> list[bytes]:
+    found: list[bytes] = []
+    for line in lines:
+        start, close = _flag_list(line)
+        found.extend(flag for flag in line[start:close].split() if _is_keyword(flag) and flag not in found)
+    return found
+
+
+def _shown_flags(line: bytes, shown: list[bytes], new: list[bytes]) -> bytes:
+    """A FLAGS or PERMANENTFLAGS line with only the system flags and the keywords ``shown``.
+
+    ``new`` keywords are added when the upstream's line does not name them yet."""
+    start, close = _flag_list(line)
+    flags = line[start:close].split()
+    kept = [flag for flag in flags if flag.startswith(b"\\") or flag in shown]
+    missing = [flag for flag in new if flag not in kept]
+    if missing:
+        star = [flag for flag in kept if flag == b"\\*"]
+        kept = [flag for flag in kept if flag != b"\\*"] + missing + star
+    return line[:start] + b" ".join(kept) + line[close:]
 
 
 def _parse_tagged(data: bytes) -> Response:

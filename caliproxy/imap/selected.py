@@ -68,6 +68,11 @@ class SelectedMailbox:
     recent: set[int] = field(default_factory=set)
     told_recent: int = 0  # the RECENT count the client last heard (when hiding)
     held_recent: int | None = None
+    # Keywords the client has been shown (when hiding): those some visible message carries. The
+    # upstream's FLAGS and PERMANENTFLAGS lists name every keyword ever used in the mailbox,
+    # hidden messages' included; the latest of each is kept to show its visible part.
+    keywords: list[bytes] = field(default_factory=list)
+    flag_lines: dict[bytes, bytes] = field(default_factory=dict)
 
     @property
     def hides(self) -> bool:

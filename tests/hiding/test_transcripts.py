@@ -748,3 +748,57 @@ def test_recent_is_said_when_the_visible_recent_count_changes(selected: Playbook
         b"S: c OK NOOP completed.",
         b">C: c OK NOOP completed.",
     ])
+
+
+def test_keywords_only_hidden_messages_carry_are_not_shown() -> None:
+    """FLAGS and PERMANENTFLAGS name every keyword of the mailbox; the client sees those of its
+    visible messages, and hears of a new one only when a visible message gets it."""
+    play = session_play()
+    play([
+        b"C: a SELECT INBOX",
+        b">S: a SELECT INBOX",
+        b"S: * FLAGS (\\Answered \\Seen $Work $Payroll)",
+        b"S: * OK [PERMANENTFLAGS (\\Answered \\Seen $Work $Payroll \\*)] Flags permitted.",
+        b"S: * 2 EXISTS",
+        b"S: a OK [READ-WRITE] Select completed.",
+        b">S: cp.1 UID SEARCH ALL",
+        b"S: * SEARCH 1 2",
+        b"S: cp.1 OK Search completed.",
+        b">S: cp.2 UID FETCH 1:2 (BODY.PEEK[HEADER])",
+        header_fetch(1, 1, "hello"),
+        header_fetch(2, 2, "SECRET"),
+        b"S: cp.2 OK Fetch completed.",
+        b">S: cp.3 UID SEARCH KEYWORD $Work",
+        b"S: * SEARCH 1",
+        b"S: cp.3 OK Search completed.",
+        b">S: cp.4 UID SEARCH KEYWORD $Payroll",
+        b"S: * SEARCH 2",
+        b"S: cp.4 OK Search completed.",
+        b">S: cp.5 UID SEARCH UNSEEN",
+        b"S: * SEARCH",
+        b"S: cp.5 OK Search completed.",
+        b">S: cp.6 UID SEARCH RECENT",
+        b"S: * SEARCH",
+        b"S: cp.6 OK Search completed.",
+        b">C: * FLAGS (\\Answered \\Seen $Work)",
+        b">C: * OK [PERMANENTFLAGS (\\Answered \\Seen $Work \\*)] Flags permitted.",
+        b">C: * 1 EXISTS",
+        b">C: a OK [READ-WRITE] Select completed.",
+        b"C: b NOOP",
+        b">S: b NOOP",
+        # another session tags the hidden message: nothing of it reaches this client
+        b"S: * FLAGS (\\Answered \\Seen $Work $Payroll $Divorce)",
+        b"S: * OK [PERMANENTFLAGS (\\Answered \\Seen $Work $Payroll $Divorce \\*)] Flags permitted.",
+        b"S: * 2 FETCH (FLAGS ($Payroll $Divorce))",
+        b"S: b OK NOOP completed.",
+        b">C: b OK NOOP completed.",
+        b"C: c NOOP",
+        b">S: c NOOP",
+        # ... and then the visible one: the lists grow before its FETCH
+        b"S: * 1 FETCH (FLAGS (\\Seen $Work $Divorce))",
+        b">C: * FLAGS (\\Answered \\Seen $Work $Divorce)",
+        b">C: * OK [PERMANENTFLAGS (\\Answered \\Seen $Work $Divorce \\*)] Flags permitted.",
+        b">C: * 1 FETCH (FLAGS (\\Seen $Work $Divorce))",
+        b"S: c OK NOOP completed.",
+        b">C: c OK NOOP completed.",
+    ])
