@@ -128,6 +128,8 @@ def answer_items(message: bytes, items: list[str], *, uid: int = 1, flags: str =
             answers.append(Answer("RFC822.HEADER", section_bytes(message, "HEADER")))
         elif upper == "RFC822.TEXT":
             answers.append(Answer("RFC822.TEXT", section_bytes(message, "TEXT")))
+        elif upper == "ENVELOPE":
+            answers.append(Answer("ENVELOPE", _envelope(message)))
         else:
             match = _ITEM.match(item)
             if match is None:
@@ -141,6 +143,18 @@ def answer_items(message: bytes, items: list[str], *, uid: int = 1, flags: str =
             else:
                 answers.append(Answer(f"BODY[{shown}]", data))
     return answers
+
+
+def _envelope(message: bytes) -> str:
+    """A stand-in for ENVELOPE: a nested list whose subject is a literal (as servers send one
+    with 8-bit or special characters), the case where a literal sits inside an item's value."""
+    subject = b""
+    for data, name in _fields(header_and_text(message)[0])[0]:
+        if name == b"SUBJECT":
+            subject = data[data.index(b":") + 1 :].strip()
+            break
+    literal = "{%d}\r\n" % len(subject) + subject.decode("latin-1")
+    return f'("Mon, 3 Jun 2024" {literal} (("A" NIL "a" "b")) NIL NIL NIL NIL NIL NIL NIL)'
 
 
 def _echo(section: str) -> str:
@@ -213,13 +227,17 @@ def parse_fetches(data: bytes) -> list[tuple[int, list[Answer]]]:
             elif data[position : position + 1] == b"(":
                 depth, end = 0, position
                 while True:
+                    nested = re.compile(rb"\{(\d+)\}\r\n").match(data, end)
+                    if nested is not None:
+                        end = nested.end() + int(nested.group(1))
+                        continue
                     char = data[end : end + 1]
                     depth += char == b"("
                     depth -= char == b")"
                     end += 1
                     if depth == 0:
                         break
-                value = data[position:end].decode()
+                value = data[position:end].decode("latin-1")
                 position = end
             else:
                 atom = re.compile(rb"[^\s)]+").match(data, position)

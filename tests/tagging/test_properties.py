@@ -108,7 +108,8 @@ def _header_list(draw) -> str:
 
 @st.composite
 def items(draw) -> str:
-    simple = st.sampled_from(["UID", "FLAGS", "RFC822.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"])
+    simple = st.sampled_from(["UID", "FLAGS", "RFC822.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT",
+                              "ENVELOPE"])
     section = st.one_of(st.sampled_from(["", "HEADER", "TEXT", "header"]), _header_list())
     peek = st.sampled_from(["BODY", "BODY.PEEK", "body.peek"])
     body_item = st.builds(lambda p, s, partial: f"{p}[{s}]{partial}", peek, section,

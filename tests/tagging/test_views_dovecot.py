@@ -50,6 +50,8 @@ MESSAGES = [
     b"Subject: header only, no empty line\r\nFrom: eve@example.test\r\n",
     b"\r\nA message without a header.\r\nX-Caliproxy-Privacy: not a header here\r\n",
     b"Subject: tiny\r\n\r\nx",
+    # 8-bit subject: Dovecot sends it as a literal inside ENVELOPE
+    _plain("caf\u00e9 cr\u00e8me", b"Bonjour.\r\n"),
 ]
 
 # The views whose bytes depend on our header: compared with Dovecot's answer for the stored
@@ -74,6 +76,8 @@ VIEWS = [
     "BODY.PEEK[HEADER.FIELDS (Subject)]<2.5>",
     # several sections in one command, two of them starting at the same upstream offset
     "UID RFC822.SIZE BODY.PEEK[]<0.100> BODY.PEEK[]<100.200> BODY.PEEK[HEADER]",
+    # a literal inside ENVELOPE, then sections to rewrite after it in the same response
+    "UID ENVELOPE BODY.PEEK[HEADER] BODYSTRUCTURE BODY.PEEK[]<200.300> RFC822.SIZE",
     # Thunderbird's header sync with a custom column on our header
     "UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID Priority "
     "X-Priority References Newsgroups In-Reply-To Content-Type Reply-To X-Caliproxy-Privacy)]",
