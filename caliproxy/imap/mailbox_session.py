@@ -152,6 +152,11 @@ class MailboxSession(ProxySession):
         mailbox = self._mailbox
         if mailbox is None or verb not in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"):
             return False
+        if mailbox.hides and self._pending and (not start.uid or verb == "SEARCH"):
+            # The upstream reads sequence numbers after the commands before this one finished, and
+            # their EXPUNGEs renumber: translated now, a number could land on a hidden message.
+            self._deferred = (start, args, current)
+            return True
         translated = mailbox.translate(start, args, shift_partials=self.tagging)
         if translated.args is None:
             self._answer(start, start.tag, translated.local_status, translated.local_text)
@@ -182,7 +187,9 @@ class MailboxSession(ProxySession):
         if self._deferred is not None and not self._pending:
             start, args, current = self._deferred
             self._deferred = None
-            self._special(start, args, current)
+            if not self._on_command(start, args, current):
+                self._pending[start.tag] = _Pending(start)  # (no mailbox any more) as it is
+                self._forward(start.tag, current)
         self._maybe_start_arrivals()
 
     def _on_tagged(self, response: Response, data: bytes) -> bool:

@@ -429,16 +429,18 @@ def test_close_of_an_examined_mailbox_expunges_nothing() -> None:
 # -- pipelining ----------------------------------------------------------------------------------------
 
 
-def test_pipelined_commands_use_the_view_the_client_sent_them_against(selected: Playbook) -> None:
-    """Both commands are translated as the client numbered them; the EXPUNGE of the first
-    shifts the numbers of the answers only."""
+def test_pipelined_sequence_numbers_wait_for_the_commands_before_them(selected: Playbook) -> None:
+    """The upstream reads a pipelined sequence number after the commands before it finished, so
+    the proxy translates it only then, through the view their EXPUNGEs left (a number translated
+    early would name the next upstream message after the shift: here the hidden UID 2)."""
     selected([
         b"C| b UID EXPUNGE 1\r\nc FETCH 1 (UID)\r\nd UID FETCH 3 (UID)\r\n",
-        b">S| b UID EXPUNGE 1\r\nc FETCH 1 (UID)\r\nd UID FETCH 3 (UID)\r\n",
+        b">S| b UID EXPUNGE 1\r\n",
         b"S: * 1 EXPUNGE",
         b">C: * 1 EXPUNGE",
         b"S: b OK Expunge completed.",
         b">C: b OK Expunge completed.",
+        b">S| c FETCH 2 (UID)\r\nd UID FETCH 3 (UID)\r\n",
         b"S: * 2 FETCH (UID 3)",
         b">C: * 1 FETCH (UID 3)",
         b"S: c OK Fetch completed.",
@@ -450,15 +452,33 @@ def test_pipelined_commands_use_the_view_the_client_sent_them_against(selected: 
     ])
 
 
-def test_pipelined_local_answers_keep_their_place(selected: Playbook) -> None:
+def test_pipelined_uid_commands_go_at_once_and_local_answers_keep_their_place(
+        selected: Playbook) -> None:
     selected([
-        b"C| b FETCH 1 (UID)\r\nc UID FETCH 4 (UID)\r\nd FETCH 2 (UID)\r\n",
-        b">S| b FETCH 1 (UID)\r\nd FETCH 3 (UID)\r\n",
+        b"C| b UID FETCH 1 (UID)\r\nc UID FETCH 4 (UID)\r\nd UID FETCH 3 (UID)\r\n",
+        b">S| b UID FETCH 1 (UID)\r\nd UID FETCH 3 (UID)\r\n",
         b"S: * 1 FETCH (UID 1)",
         b">C: * 1 FETCH (UID 1)",
         b"S: b OK Fetch completed.",
         b">C: b OK Fetch completed.",
         b">C: c OK Fetch completed.",
+        b"S: * 3 FETCH (UID 3)",
+        b">C: * 2 FETCH (UID 3)",
+        b"S: d OK Fetch completed.",
+        b">C: d OK Fetch completed.",
+    ])
+
+
+def test_pipelined_sequence_commands_behind_a_local_answer(selected: Playbook) -> None:
+    selected([
+        b"C| b FETCH 1 (UID)\r\nc UID FETCH 4 (UID)\r\nd FETCH 2 (UID)\r\n",
+        b">S| b FETCH 1 (UID)\r\n",
+        b"S: * 1 FETCH (UID 1)",
+        b">C: * 1 FETCH (UID 1)",
+        b"S: b OK Fetch completed.",
+        b">C: b OK Fetch completed.",
+        b">C: c OK Fetch completed.",
+        b">S: d FETCH 3 (UID)",
         b"S: * 3 FETCH (UID 3)",
         b">C: * 2 FETCH (UID 3)",
         b"S: d OK Fetch completed.",
