@@ -18,6 +18,7 @@ so the n-th answer of a key in one message belongs to the n-th request of that k
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -137,6 +138,19 @@ def section_key(kind: str, tokens: list[bytes], origin: int | None) -> SectionKe
     return kind, tuple(field_name(t) for t in tokens), origin
 
 
+@functools.lru_cache(maxsize=512)
+def _answer_key(name: bytes) -> SectionKey | None:
+    """The key of a section item in an answer (``BODY[HEADER.FIELDS (A B)]<0>``), or None when
+    it does not start at the top of the message. Cached: every message of a FETCH repeats it."""
+    match = _SECTION.match(name)
+    if match is None or match.group(1).upper().startswith(b"BINARY"):
+        return None
+    kind, tokens = parse_section(match.group(2))
+    if kind == "other":
+        return None
+    return section_key(kind, tokens, None if match.group(3) is None else int(match.group(3)))
+
+
 def names_our_header(section: bytes) -> bool:
     kind, tokens = parse_section(section)
     return any(field_name(t) == OUR_NAME_UPPER for t in tokens)
@@ -223,22 +237,17 @@ class FetchRewriter:
         or None when the item passes unchanged."""
         if name in (b"RFC822", b"RFC822.HEADER"):
             return SectionRequest("whole" if name == b"RFC822" else "header"), name
-        match = _SECTION.match(name)
-        if match is None or match.group(1).upper().startswith(b"BINARY"):
+        key = _answer_key(name)
+        if key is None:
             return None
-        kind, tokens = parse_section(match.group(2))
-        if kind == "other":
-            return None
-        origin = None if match.group(3) is None else int(match.group(3))
-        key = section_key(kind, tokens, origin)
         nth = self._answered.get(key, 0)
         self._answered[key] = nth + 1
         request = self.sections.get(key, nth)
         if request is None:
-            if origin is not None:
+            if key[2] is not None:
                 raise ServerProtocolError("partial FETCH data that was not asked for")
             # Not recorded (an answer outside a translated FETCH): judged by its name alone.
-            request = SectionRequest(kind, frozenset(field_name(t) for t in tokens))
+            request = SectionRequest(key[0], frozenset(key[1]))
         if not request.rewritten:
             return None
         client_name = request.client_name or name[: name.index(b"]") + 1]

@@ -65,10 +65,11 @@ class VerdictMemory:
                     continue
                 if self.keep_addresses and not entry.clear_addresses:
                     continue  # stored without addresses; this policy needs them: read again
+                data = entry.features  # freshly decoded: ours to complete
+                # the key says whose and where: the stored features leave both out
+                data["account"], data["mailbox"] = key.account, key.mailbox
                 try:
-                    # the key says whose and where: the stored features leave both out
-                    features = replace(MessageFeatures.from_dict(entry.features), account=key.account,
-                                       mailbox=key.mailbox)
+                    features = MessageFeatures.from_dict(data)
                 except (KeyError, ValueError, TypeError):
                     continue
                 if not self.policy.can_judge(features):
@@ -87,8 +88,9 @@ class VerdictMemory:
             spoofs = spoof_offsets(header)
             tagged = self._tag(features, spoofs)
             memory[uid] = result[uid] = tagged
-            stored = replace(features if self.keep_addresses else redact(features), account="", mailbox="")
-            entries.append((uid, CachedEntry(stored.to_dict(), FEATURES_VERSION, self.keep_addresses, spoofs)))
+            stored = (features if self.keep_addresses else redact(features)).to_dict()
+            stored["account"] = stored["mailbox"] = ""  # in the key, as digests
+            entries.append((uid, CachedEntry(stored, FEATURES_VERSION, self.keep_addresses, spoofs)))
         self.cache.put_many(key, entries)
         if self.observe is not None and result:
             self.observe(time.monotonic() - started, [tagged.level for tagged in result.values()])
