@@ -14,7 +14,6 @@ holds one secret message and nothing else.
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -105,7 +104,7 @@ def hostile(mailbox: Mailbox) -> WireClient:
 
 def test_guessing_uids_and_ranges(mailbox: Mailbox, hostile: WireClient) -> None:
     items = "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE BODY.PEEK[])"
-    for uid in range(0, 12):
+    for uid in range(12):
         reply = hostile.command(f"UID FETCH {uid} {items}")
         assert reply.fetch_uids() == ([uid] if uid in VISIBLE else [])
     expectations = {
@@ -138,7 +137,7 @@ def test_searching_for_what_the_secret_mail_says(mailbox: Mailbox, hostile: Wire
         f'HEADER Message-ID "{message_id}"', f"TEXT {body}", f"BODY {body}", f"TEXT {subject}",
         "LARGER 20000", "HEADER X-Nothing \"\"", f"OR SUBJECT {subject} BODY {body}",
         "UID 2", "UID 2,4,6,8", "NOT UID 1:*", "KEYWORD $Payroll", "UID 8:* NOT UID 7",
-        f"NOT NOT SUBJECT {subject}", f"(SUBJECT SECRET) (1:* LARGER 40000)",
+        f"NOT NOT SUBJECT {subject}", "(SUBJECT SECRET) (1:* LARGER 40000)",
     ]:
         for verb in ("SEARCH", "UID SEARCH"):
             assert _uid_search(hostile.command(f"{verb} {search}")) == [], f"{verb} {search}"
@@ -239,7 +238,7 @@ def test_literal_tricks(mailbox: Mailbox, hostile: WireClient) -> None:
     assert hostile.finish(b"l3").status == b"BAD"
     hostile.send(b"l4 SEARCH SUBJECT {99999999}\r\n")
     refused = hostile.read_response()
-    assert refused.startswith(b"l4 BAD") or refused.startswith(b"l4 NO"), refused
+    assert refused.startswith((b"l4 BAD", b"l4 NO")), refused
     # CATENATE would copy a message by URL without fetching it
     hostile.send(b'l5 APPEND Drafts CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=2")\r\n')
     assert hostile.finish(b"l5").status == b"BAD"
@@ -325,12 +324,10 @@ def assert_hidden_untouched(hiding: Hiding) -> None:
         assert "Deleted" not in found[str(uid)] and "Seen" not in found[str(uid)], found
 
 
-def test_timing_does_not_need_a_second_look(mailbox: Mailbox, hostile: WireClient) -> None:
-    """The untrusted session's view stays consistent across reconnects: a fresh session sees the
-    same visible mailbox (no state leaks between sessions)."""
+def test_a_second_session_sees_the_same_mailbox(mailbox: Mailbox, hostile: WireClient) -> None:
+    """Nothing carries over between untrusted sessions: a fresh one sees the same visible mailbox."""
     second = mailbox.hiding.cafe()
     assert b"* 4 EXISTS" in second.command("SELECT INBOX").all
-    time.sleep(0.1)
     assert second.command("UID FETCH 1:* (UID)").fetch_uids() == VISIBLE
     mailbox.check(second)
     mailbox.check(hostile)
