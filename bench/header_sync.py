@@ -60,7 +60,7 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-import bulk_fetch as bf  # noqa: E402  (the bench directory is not a package)
+import bulk_fetch as bf
 
 TARGETS = ("direct", "cold", "warm-restart", "warm")
 THUNDERBIRD_FIELDS = ("From To Cc Bcc Subject Date Message-ID Priority X-Priority References Newsgroups "
@@ -220,7 +220,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "samples": {name: [asdict(s) for s in t.samples] for name, t in targets.items()},
         }
     finally:
-        for process in list(running):
+        for process in running:
             bf.stop_process(process)
         if dovecot is not None:
             dovecot.cleanup()

@@ -26,9 +26,14 @@ from caliproxy.errors import ServerProtocolError
 from caliproxy.imap.classify import Tagged
 from caliproxy.imap.fetch_items import FetchScan, ItemSpan, scan_fragment
 from caliproxy.imap.framing import Line, LiteralChunk
-from caliproxy.imap.virtual import OUR_NAME_UPPER, SPOOFED_NAME_UPPER, VirtualMessage, header_fields_view
+from caliproxy.imap.virtual import (
+    OUR_NAME_UPPER,
+    SPOOFED_NAME_UPPER,
+    VirtualMessage,
+    header_fields_view,
+)
 
-_SECTION = re.compile(rb"^(BODY(?:\.PEEK)?|BINARY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.I)
+_SECTION = re.compile(rb"^(BODY(?:\.PEEK)?|BINARY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.IGNORECASE)
 # One field name of a header list: an atom or a quoted string.
 _FIELD_TOKEN = re.compile(rb'\s*("(?:[^"\\]|\\.)*"|[^\s()"]+)')
 _FIELDS_PREFIX = ((b"HEADER.FIELDS.NOT", "fields-not"), (b"HEADER.FIELDS", "fields"))
@@ -152,7 +157,7 @@ def _answer_key(name: bytes) -> SectionKey | None:
 
 
 def names_our_header(section: bytes) -> bool:
-    kind, tokens = parse_section(section)
+    _kind, tokens = parse_section(section)
     return any(field_name(t) == OUR_NAME_UPPER for t in tokens)
 
 

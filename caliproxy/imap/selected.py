@@ -31,13 +31,20 @@ from caliproxy.imap.fetch_rewrite import (
     parse_section,
     section_key,
 )
-from caliproxy.imap.grammar import Atom, CommandStart, SeqRange, Token, is_sequence_set, parse_sequence_set
+from caliproxy.imap.grammar import (
+    Atom,
+    CommandStart,
+    SeqRange,
+    Token,
+    is_sequence_set,
+    parse_sequence_set,
+)
 from caliproxy.imap.view import MailboxView, format_sequence_set
 from caliproxy.imap.virtual import OUR_NAME, OUR_NAME_UPPER, SPOOFED_NAME, SPOOFED_NAME_UPPER
 
 # A search key that matches no message, for sets that name only hidden or absent ones.
 _NOTHING: list[Token] = [Atom("NOT"), Atom("ALL")]
-_SECTION_ITEM = re.compile(r"^(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?$", re.I)
+_SECTION_ITEM = re.compile(r"^(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?$", re.IGNORECASE)
 
 
 @dataclass(slots=True)

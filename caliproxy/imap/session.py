@@ -44,19 +44,19 @@ from caliproxy.imap.actions import (
     StartServerTLS,
 )
 from caliproxy.imap.framing import Framer, Line, LineTooLong, LiteralChunk
-from caliproxy.imap.virtual import StreamNeutraliser
 from caliproxy.imap.grammar import (
     Atom,
     CommandStart,
     Response,
     Token,
     may_carry_literal,
-    parse_command_start,
     parse_capabilities,
+    parse_command_start,
     parse_response,
     tag_of,
     tokenize,
 )
+from caliproxy.imap.virtual import StreamNeutraliser
 
 
 class UpstreamSecurity(Enum):

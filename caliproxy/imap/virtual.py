@@ -20,7 +20,7 @@ OUR_NAME_UPPER = OUR_NAME.upper()
 SPOOFED_NAME_UPPER = SPOOFED_NAME.upper()
 assert len(OUR_NAME) == len(SPOOFED_NAME)
 
-_OUR_FIELD_AT_LINE_START = re.compile(rb"(?:^|(?<=\n))" + re.escape(OUR_NAME) + rb"[ \t]*:", re.I)
+_OUR_FIELD_AT_LINE_START = re.compile(rb"(?:^|(?<=\n))" + re.escape(OUR_NAME) + rb"[ \t]*:", re.IGNORECASE)
 _END_OF_HEADER = re.compile(rb"\r?\n\r?\n")
 
 
@@ -140,7 +140,7 @@ def field_units(data: bytes) -> list[tuple[bytes, bytes | None]]:
     return units
 
 
-_OUR_FIELD_START = re.compile(re.escape(OUR_NAME) + rb"[ \t]*:", re.I)
+_OUR_FIELD_START = re.compile(re.escape(OUR_NAME) + rb"[ \t]*:", re.IGNORECASE)
 _NAME_AND_BLANKS = re.compile(rb"[ \t]*")
 
 

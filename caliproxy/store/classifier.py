@@ -14,7 +14,12 @@ from dataclasses import replace
 
 from caliproxy.imap.classify import Tagged
 from caliproxy.imap.virtual import spoof_offsets
-from caliproxy.privacy.features import FEATURES_VERSION, MessageContext, MessageFeatures, extract_features
+from caliproxy.privacy.features import (
+    FEATURES_VERSION,
+    MessageContext,
+    MessageFeatures,
+    extract_features,
+)
 from caliproxy.privacy.header import HEADER_LENGTH, render_header, render_unclassified
 from caliproxy.privacy.policy import Policy
 from caliproxy.privacy.verdict import evaluate

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_ITEM = re.compile(r"^(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?$", re.I)
+_ITEM = re.compile(r"^(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?$", re.IGNORECASE)
 _FIELD_TOKEN = re.compile(rb'\s*("(?:[^"\\]|\\.)*"|[^\s()"]+)')
 
 
@@ -153,7 +153,7 @@ def _envelope(message: bytes) -> str:
         if name == b"SUBJECT":
             subject = data[data.index(b":") + 1 :].strip()
             break
-    literal = "{%d}\r\n" % len(subject) + subject.decode("latin-1")
+    literal = f"{{{len(subject)}}}\r\n" + subject.decode("latin-1")
     return f'("Mon, 3 Jun 2024" {literal} (("A" NIL "a" "b")) NIL NIL NIL NIL NIL NIL NIL)'
 
 

@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 from pathlib import Path
+from typing import Self
 
 _LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
 
@@ -28,7 +29,7 @@ class RawImap:
             pass
         self.sock.close()
 
-    def __enter__(self) -> RawImap:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,6 +4,7 @@ Dovecot)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 
@@ -40,7 +41,7 @@ def _stored(dovecot, ca_pem, mailbox: str = "Sent") -> list[bytes]:
         client.login()
         client.command(f"EXAMINE {mailbox}")
         answers = parse_fetches(client.command("UID FETCH 1:* (UID BODY.PEEK[])"))
-    return [dict((a.name, a.value) for a in items)["BODY[]"] for _, items in answers]
+    return [{a.name: a.value for a in items}["BODY[]"] for _, items in answers]
 
 
 def _append_in_pieces(client: RawImap, message: bytes, cuts: list[int], *, sync: bool) -> bytes:
@@ -52,7 +53,7 @@ def _append_in_pieces(client: RawImap, message: bytes, cuts: list[int], *, sync:
     if sync:
         assert client._line().startswith(b"+")
     bounds = [0, *cuts, len(message)]
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         client.send(message[start:end])
         time.sleep(0.02)
     client.send(b"\r\n")
@@ -81,7 +82,7 @@ def test_append_through_a_tagging_listener_renames_our_fields_across_chunks(dove
     assert stored.count(b"X-Caliproxy-Spoofed") == 2
     assert stored.endswith(b"X-Caliproxy-Privacy: a line of the body, kept as it is\r\n")
     # read back through the proxy: one verdict, ours, on top
-    answer = dict((a.name, a.value) for a in items)
+    answer = {a.name: a.value for a in items}
     assert answer["BODY[]"][HEADER_LENGTH:] == stored
     assert answer["RFC822.SIZE"] == len(stored) + HEADER_LENGTH
     assert re.findall(rb"(?im)^x-caliproxy-privacy\s*:", answer["BODY[]"].split(b"\r\n\r\n")[0]) == [
@@ -112,7 +113,7 @@ def test_a_listener_without_tagging_is_a_transparent_relay(dovecot, proxy, serve
             answers[name] = client.command(f"UID FETCH 1:* {items}")
     assert answers["relay"] == answers["direct"]
     assert answers["tagging"] != answers["direct"]
-    tagged = {n: dict((a.name, a.value) for a in items) for n, items in parse_fetches(answers["tagging"])}
+    tagged = {n: {a.name: a.value for a in items} for n, items in parse_fetches(answers["tagging"])}
     assert tagged[1]["BODY[]"].startswith(b"X-Caliproxy-Privacy: ") and tagged[1]["RFC822.SIZE"] == len(SENT) + 256
 
     # APPEND through the relay stores the client's bytes as they are

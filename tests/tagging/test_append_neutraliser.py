@@ -3,6 +3,7 @@ header are renamed in place, however the upload is cut into chunks (pure, no ser
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from hypothesis import given, settings
@@ -22,7 +23,7 @@ def _expected(message: bytes) -> bytes:
 def _stream(message: bytes, cuts: list[int]) -> bytes:
     neutraliser = StreamNeutraliser()
     bounds = sorted({0, len(message), *(c % (len(message) + 1) for c in cuts)})
-    pieces = list(zip(bounds, bounds[1:])) or [(0, 0)]
+    pieces = list(itertools.pairwise(bounds)) or [(0, 0)]
     out = b"".join(neutraliser.feed(message[a:b], b == len(message)) for a, b in pieces)
     return out
 

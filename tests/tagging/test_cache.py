@@ -19,7 +19,13 @@ import pytest
 
 from caliproxy.policy_config import policy_from_mapping
 from caliproxy.privacy.header import parse_header
-from caliproxy.store.cache import SCHEMA_VERSION, CachedEntry, CacheError, ClassificationCache, MailboxKey
+from caliproxy.store.cache import (
+    SCHEMA_VERSION,
+    CachedEntry,
+    CacheError,
+    ClassificationCache,
+    MailboxKey,
+)
 from caliproxy.store.classifier import VerdictMemory
 
 from .raw_client import RawImap

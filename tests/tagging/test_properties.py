@@ -14,6 +14,8 @@ shapes) and random FETCH item lists with random partial ranges, the test
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +29,14 @@ from caliproxy.imap.view import MailboxView
 from caliproxy.imap.virtual import spoof_offsets
 from caliproxy.privacy.header import HEADER_LENGTH, render_unclassified
 
-from .imap_model import _fields, answer_items, encode_fetch, header_and_text, parse_fetches, virtual_message
+from .imap_model import (
+    _fields,
+    answer_items,
+    encode_fetch,
+    header_and_text,
+    parse_fetches,
+    virtual_message,
+)
 
 OURS = b"X-Caliproxy-Privacy"
 
@@ -125,7 +134,7 @@ def _feed(rewriter: FetchRewriter, response: bytes, cuts: list[int]) -> bytes:
     out: list[bytes] = []
     first = True
     bounds = sorted({0, len(response), *(c % (len(response) + 1) for c in cuts)})
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         framer.receive_data(response[start:end])
         while (event := framer.next_event()) is not None:
             if isinstance(event, Line):
@@ -185,7 +194,7 @@ def test_every_byte_the_client_gets_is_a_slice_of_the_virtual_message(client_ite
 @given(message=messages(), level=st.sampled_from(["public", "secret"]))
 def test_the_virtual_header_has_exactly_one_field_of_our_name_and_it_is_first(message, level):
     virtual = virtual_message(render_unclassified(level), message)
-    header, text = header_and_text(virtual)
+    header, _text = header_and_text(virtual)
     fields, _ = _fields(header)
     ours = [index for index, (_, name) in enumerate(fields) if name == OURS.upper()]
     assert ours == [0]

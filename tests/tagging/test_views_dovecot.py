@@ -79,8 +79,8 @@ VIEWS = [
     # a literal inside ENVELOPE, then sections to rewrite after it in the same response
     "UID ENVELOPE BODY.PEEK[HEADER] BODYSTRUCTURE BODY.PEEK[]<200.300> RFC822.SIZE",
     # Thunderbird's header sync with a custom column on our header
-    "UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID Priority "
-    "X-Priority References Newsgroups In-Reply-To Content-Type Reply-To X-Caliproxy-Privacy)]",
+    ("UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID Priority "
+    "X-Priority References Newsgroups In-Reply-To Content-Type Reply-To X-Caliproxy-Privacy)]"),
 ]
 # Views that set \Seen: compared once every message is \Seen on both sides.
 SEEN_VIEWS = ["BODY[]", "RFC822", "BODY[HEADER]", "BODY[]<240.40>"]
@@ -153,7 +153,7 @@ def test_every_view_is_byte_exact(tagged_and_oracle):
 
 def test_thunderbird_chunked_display_fetch_reassembles_a_megabyte_message(tagged_and_oracle):
     """Thunderbird sizes ``BODY[]<start.len>`` chunks from RFC822.SIZE; a short size truncates."""
-    dovecot, proxy, ca_pem, virtual = tagged_and_oracle
+    _dovecot, proxy, ca_pem, virtual = tagged_and_oracle
     uid = 3
     expected = virtual[uid - 1]
     assert len(MESSAGES[uid - 1]) > MEGABYTE
@@ -161,13 +161,13 @@ def test_thunderbird_chunked_display_fetch_reassembles_a_megabyte_message(tagged
         client.login()
         client.command("select INBOX")
         [(_, items)] = parse_fetches(client.command(f"UID fetch {uid} (UID RFC822.SIZE FLAGS)"))
-        size = dict((a.name, a.value) for a in items)["RFC822.SIZE"]
+        size = {a.name: a.value for a in items}["RFC822.SIZE"]
         assert size == len(MESSAGES[uid - 1]) + HEADER_LENGTH == len(expected)
         pieces = []
         start, chunk = 0, 65536
         while start < size:
             [(_, items)] = parse_fetches(client.command(f"UID fetch {uid} (UID RFC822.SIZE BODY[]<{start}.{chunk}>)"))
-            answer = dict((a.name, a.value) for a in items)
+            answer = {a.name: a.value for a in items}
             assert answer["RFC822.SIZE"] == size and answer["UID"] == uid
             piece = answer[f"BODY[]<{start}>"]
             assert len(piece) == min(chunk, size - start)
@@ -175,19 +175,19 @@ def test_thunderbird_chunked_display_fetch_reassembles_a_megabyte_message(tagged
             start += chunk
             chunk = 73728 if start >= 131072 else 65536  # Thunderbird grows its chunks
         [(_, items)] = parse_fetches(client.command(f"UID fetch {uid} (BODY.PEEK[]<{size}.65536>)"))
-        assert dict((a.name, a.value) for a in items)[f"BODY[]<{size}>"] == b""
+        assert {a.name: a.value for a in items}[f"BODY[]<{size}>"] == b""
     assert b"".join(pieces) == expected
 
 
 def test_a_forged_privacy_header_arrives_neutralised_under_ours(tagged_and_oracle):
-    dovecot, proxy, ca_pem, virtual = tagged_and_oracle
+    _dovecot, proxy, ca_pem, _virtual = tagged_and_oracle
     forged = MESSAGES[1]
     with RawImap(proxy.ports["imaps"], ca_pem) as client:
         client.login()
         client.command("EXAMINE INBOX")
         [(_, items)] = parse_fetches(client.command(
             "UID FETCH 2 (BODY.PEEK[] BODY.PEEK[HEADER.FIELDS (X-Caliproxy-Privacy)])"))
-    answer = dict((a.name, a.value) for a in items)
+    answer = {a.name: a.value for a in items}
     body, ours = answer["BODY[]"], answer["BODY[HEADER.FIELDS (X-CALIPROXY-PRIVACY)]"]
     block = body[:HEADER_LENGTH]
     assert ours == block + b"\r\n"  # only ours answers to our name
