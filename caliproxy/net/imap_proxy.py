@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet import defer, endpoints, error
-from twisted.internet.interfaces import IHandshakeListener, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -78,22 +78,45 @@ class UpstreamProtocol(Protocol):
         upstream = client.context.upstream
         self.tls_active = upstream.implicit_tls  # STARTTLS sets it when the handshake starts
         self._verified = upstream.tls_options is None
+        self._pending: list[bytes] = []
+        self._flush_call: Any = None
+        self._lost = False
 
     def connectionMade(self) -> None:
         self.client.upstream_connected(self)
 
     def dataReceived(self, data: bytes) -> None:
+        # Servers often send TLS in small records (Dovecot: 4 KiB) and Twisted delivers each one
+        # separately; gathering what one socket read brought runs the session once per read,
+        # which is most of the difference to a plain relay on bulk downloads.
+        self._pending.append(data)
+        if self._flush_call is None:
+            self._flush_call = self.client.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        if not self._pending:
+            return
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending = []
         if self.tls_active and not self._verified:
             problem = tls.peer_matches(self.transport, self.client.context.upstream.server_name)
             if problem is not None:
+                self._lost = True
                 self.transport.abortConnection()
                 self.client.upstream_lost(problem)
                 return
             self._verified = True
-        self.client.apply(self.client.session.server_data(data))
+        if not self._lost:
+            self.client.apply(self.client.session.server_data(data))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.client.upstream_lost(describe_failure(reason))
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush()  # what arrived before the close still counts (a BYE, say)
+        if not self._lost:
+            self._lost = True
+            self.client.upstream_lost(describe_failure(reason))
 
 
 @implementer(IHandshakeListener)
@@ -114,6 +137,7 @@ class ClientProtocol(Protocol):
         self._timer: Any = None
         self._to_upstream: list[bytes] = []  # written before the upstream connection exists
         self._closed = False
+        self._bytes_in = self._bytes_out = 0  # reported per command, not per write (cheap)
         self.client_address = "?"
         self.tls_facts: TLSFacts | None = None
         self.clearance = Clearance(context.trust.default_level, ("not authenticated yet",))
@@ -146,8 +170,8 @@ class ClientProtocol(Protocol):
             upstream.transport.loseConnection()
             return
         # Back-pressure both ways: a full client buffer pauses reading from the upstream.
-        self.transport.registerProducer(upstream.transport, True)
-        upstream.transport.registerProducer(self.transport, True)
+        self.transport.registerProducer(_PauseOnly(upstream.transport), True)
+        upstream.transport.registerProducer(_PauseOnly(self.transport), True)
         if self._to_upstream:
             upstream.transport.writeSequence(self._to_upstream)
             self._to_upstream = []
@@ -168,7 +192,7 @@ class ClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.session.authenticated:
             self._arm_timer(self.context.idle_timeout)
-        self.on_event("bytes", (self.context.name, "in", len(data)))
+        self._bytes_in += len(data)
         self.apply(self.session.client_data(data))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -179,12 +203,20 @@ class ClientProtocol(Protocol):
         was_closed = self._closed
         self._closed = True
         self.apply(self.session.client_lost())
+        self._report_bytes()
         if self._connecting is not None:
             self._connecting.cancel()
         if self.upstream is not None:
             _close(self.upstream.transport)
         if not was_closed:
             self.on_event("connection_closed", self)
+
+    def _report_bytes(self) -> None:
+        if self._bytes_in:
+            self.on_event("bytes", (self.context.name, "in", self._bytes_in))
+        if self._bytes_out:
+            self.on_event("bytes", (self.context.name, "out", self._bytes_out))
+        self._bytes_in = self._bytes_out = 0
 
     def _judge(self, account: str) -> None:
         """Freeze the session's clearance and hand the session its classifier.
@@ -263,7 +295,7 @@ class ClientProtocol(Protocol):
             if isinstance(action, SendClient):
                 if not self._closed:
                     self.transport.writeSequence(action.chunks)
-                    self.on_event("bytes", (self.context.name, "out", sum(map(len, action.chunks))))
+                    self._bytes_out += sum(map(len, action.chunks))
             elif isinstance(action, SendServer):
                 if self.upstream is not None:
                     self.upstream.transport.writeSequence(action.chunks)
@@ -271,6 +303,7 @@ class ClientProtocol(Protocol):
                     self._to_upstream.extend(action.chunks)
             elif isinstance(action, CommandDone):
                 self.on_event("command", action)
+                self._report_bytes()
             elif isinstance(action, Authenticated):
                 self._arm_timer(self.context.idle_timeout)
                 self._decide_clearance(action.account)
@@ -307,6 +340,26 @@ class ClientFactory(Factory):
         protocol = ClientProtocol(self.context, self.reactor, self.on_event)
         protocol.factory = self
         return protocol
+
+
+@implementer(IPushProducer)
+class _PauseOnly:
+    """One side's transport as the other side's producer, for flow control only.
+
+    A transport stops its producer when it closes; the peer's closing is the session's decision
+    (after the last bytes, a BYE, have been written), so stopProducing does nothing here."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def pauseProducing(self) -> None:
+        self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 def _close(transport: Any) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from OpenSSL import crypto
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLContextFactory
+from zope.interface import implementer
 
 from caliproxy.errors import ConfigError
 
@@ -61,6 +62,7 @@ def server_options(certificate: Path, key: Path) -> ssl.CertificateOptions:
     return options
 
 
+@implementer(IOpenSSLContextFactory)
 class ReloadableServerOptions:
     """Server TLS options whose certificate can be replaced while listeners keep running.
 

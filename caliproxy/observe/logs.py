@@ -20,7 +20,10 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(AUTHENTICATE\s+\S+)\s+\S+"), r"\1 [redacted]"),
     (re.compile(r"(?i)\b(AUTH\s+(?:PLAIN|LOGIN))\s+\S+"), r"\1 [redacted]"),
     # long base64 runs (SASL payloads, encoded bodies)
-    (re.compile(r"\b[A-Za-z0-9+/]{16,}={0,2}(?![\w@.])"), "[base64 redacted]"),
+    # (mixed case plus a digit, "+", "/" or "=": paths and identifiers are left alone)
+    (re.compile(r"(?<![\w/.-])(?=[A-Za-z0-9+/=]*[A-Z])(?=[A-Za-z0-9+/=]*[a-z])"
+                r"(?=[A-Za-z0-9+/=]*[0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![\w/.@-])"),
+     "[base64 redacted]"),
     # e-mail addresses
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), "[address]"),
     # header lines that carry content
