@@ -49,9 +49,11 @@ from caliproxy.smtp.commands import (
     parse_plain,
     rcpt_command,
 )
+from caliproxy.smtp.data import DataFramer
 from caliproxy.smtp.extensions import Offer, ehlo_reply, offer_for
 from caliproxy.smtp.relay import (
     AUTH_UNAVAILABLE,
+    MAIL_OK,
     NOT_PROCESSED,
     OK,
     QUIT_REPLY,
@@ -72,6 +74,9 @@ log = logging.getLogger("caliproxy.smtp")
 # at DEBUG, and warns at every connection of an implicit-TLS listener that AUTH is allowed without
 # *its* STARTTLS. DESIGN §2: no credentials or content in logs, whatever the configured level.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+#: How much of the message to read at a time after DATA.
+_DATA_CHUNK = 256 * 1024
 
 #: The MAIL command line may grow by SIZE=, BODY= and SMTPUTF8 (RFC 1870 §6, RFC 6152, RFC 6531).
 _MAIL_LINE_LIMIT = 512 + 26 + 14 + 10
@@ -244,7 +249,51 @@ class SubmissionProtocol(SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
-        await self._busy_while(super().smtp_DATA(arg))
+        await self._busy_while(self._data(arg))
+
+    async def _data(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading whole chunks instead of one line at a time (DataFramer).
+
+        Lines longer than RFC 5321's 1000 octets are left for the upstream to judge, as it would
+        for a direct client; the size limit is ours (the upstream's minus our header)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        framer = DataFramer(self.data_size_limit or None)
+        # aiosmtpd's reader pauses the socket beyond two command lines buffered; for the data,
+        # let whole TLS records and socket reads through
+        reader: Any = self._reader
+        command_limit, reader._limit = reader._limit, _DATA_CHUNK
+        try:
+            while True:
+                chunk = await reader.read(_DATA_CHUNK)
+                if not chunk:
+                    return  # the client went away: nothing to answer, nothing relayed
+                self._reset_timeout()  # a slow upload is not an idle client
+                rest = framer.feed(chunk)
+                if rest is not None:
+                    break
+        finally:
+            reader._limit = command_limit
+        if rest:
+            # pipelined commands that followed the data: give them back to aiosmtpd's reader
+            self._reader._buffer[0:0] = rest  # type: ignore[attr-defined]
+        if framer.too_big:
+            self._set_post_data_state()
+            await self.push("552 Error: Too much mail data")
+            return
+        content = framer.content()
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
@@ -274,6 +323,8 @@ class SubmissionHandler:
         self.offer: Offer | None = None
         self.account: str | None = None
         self.in_transaction = False
+        #: MAIL FROM accepted from the client, to go upstream with the first RCPT
+        self.pending_mail: bytes | None = None
         self._opening: asyncio.Future[Offer | None] | None = None
 
     # -- greeting: open the upstream --------------------------------------------------------
@@ -394,6 +445,14 @@ class SubmissionHandler:
             line = mail_command(address, parameters)
         except CommandRefused as exc:
             return exc.reply.render()
+        if self.upstream.extensions.has("PIPELINING"):
+            # Sent upstream together with the first RCPT: one round trip instead of two. A refusal
+            # of the sender is then told at RCPT, as Postfix itself does by default
+            # (smtpd_delay_reject); the parameters were already checked here.
+            self.pending_mail = line
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+            return MAIL_OK.render()
         try:
             reply = await self.upstream.command(line)
         except UpstreamFailure as exc:
@@ -413,7 +472,16 @@ class SubmissionHandler:
         except CommandRefused as exc:
             return exc.reply.render()
         try:
-            reply = await self.upstream.command(line)
+            if self.pending_mail is not None:
+                sender, reply = await self.upstream.pipeline([self.pending_mail, line])
+                if not sender.positive:
+                    # the upstream refused the sender: that is this recipient's answer (and the
+                    # next RCPT tries MAIL again)
+                    return sender.render()
+                self.pending_mail = None
+                self.in_transaction = True
+            else:
+                reply = await self.upstream.command(line)
         except UpstreamFailure as exc:
             return self._lost(server, exc)
         if reply.positive:
@@ -446,7 +514,7 @@ class SubmissionHandler:
             await self._end_transaction()
             return NOT_PROCESSED.render()
         try:
-            reply, seconds = await self.upstream.send_message(tagged.payload)
+            reply, seconds = await self.upstream.send_message(tagged.parts)
         except UpstreamFailure as exc:
             self.in_transaction = False
             self._report(MessageRelayed(self.context.name, Outcome.LOST, 421, tagged.level, len(raw),
@@ -461,7 +529,7 @@ class SubmissionHandler:
         return reply.render()
 
     async def handle_RSET(self, server: SubmissionProtocol, session: Any, envelope: Any) -> str | bytes:
-        if self.in_transaction and not await self._end_transaction():
+        if (self.in_transaction or self.pending_mail) and not await self._end_transaction():
             return self._lost(server, UpstreamFailure("RSET failed"))
         return OK.render()
 
@@ -491,6 +559,7 @@ class SubmissionHandler:
 
     async def _end_transaction(self) -> bool:
         """RSET upstream if a transaction is open there; False when the upstream is gone."""
+        self.pending_mail = None
         if not self.in_transaction:
             return True
         self.in_transaction = False
@@ -506,6 +575,7 @@ class SubmissionHandler:
         """The upstream session is gone: say 421 and close (the client reconnects and retries)."""
         log.warning("smtp connection from %s on %s: %s", self._peer(), self.context.name, exc)
         self.in_transaction = False
+        self.pending_mail = None
         server.close_after_reply()
         self.connection_lost()
         return UPSTREAM_LOST.render()

@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from caliproxy.errors import ServerProtocolError
 from caliproxy.net.imap_proxy import describe_failure
@@ -63,6 +66,38 @@ class UpstreamTimeouts:
     data_end: float = 90.0
 
 
+#: Above this, a message goes out in chunks of this size as the socket drains. One huge write
+#: makes Twisted's send buffer copy the unsent rest again for every later write.
+_WRITE_CHUNK = 256 * 1024
+
+
+@implementer(IPullProducer)
+class _ChunkSender:
+    """Writes ``parts`` to ``transport`` a chunk at a time, each when the previous one is sent."""
+
+    def __init__(self, transport: Any, parts: Sequence[bytes]) -> None:
+        self.transport = transport
+        self.parts = deque(memoryview(part) for part in parts if part)
+
+    def start(self) -> None:
+        self.transport.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        budget = _WRITE_CHUNK
+        while self.parts and budget > 0:
+            part = self.parts.popleft()
+            if len(part) > budget:
+                self.parts.appendleft(part[budget:])
+                part = part[:budget]
+            self.transport.write(bytes(part))
+            budget -= len(part)
+        if not self.parts:
+            self.transport.unregisterProducer()
+
+    def stopProducing(self) -> None:
+        self.parts.clear()
+
+
 class _UpstreamProtocol(Protocol):
     """Bytes from the upstream become replies, handed to at most one waiting command.
 
@@ -80,52 +115,64 @@ class _UpstreamProtocol(Protocol):
         self.lost: str | None = None
         self.expected = 1  # the greeting
 
+    def connectionMade(self) -> None:
+        # Commands are small writes that wait for their reply: Nagle's algorithm would hold one
+        # back until the previous write is acknowledged (up to 40 ms of delayed ACK).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+
     def dataReceived(self, data: bytes) -> None:
         try:
             replies = self.parser.receive_data(data)
         except ServerProtocolError as exc:
-            self.abort(f"protocol error: {exc}")
+            self.abort(f"upstream broke the protocol: {exc}")
             return
         for reply in replies:
             if self.expected == 0:
-                self.abort(f"sent {reply.code} unasked")
+                self.abort(f"upstream sent {reply.code} unasked")
                 return
             self.expected -= 1
             self.replies.append(reply)
             self._deliver()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = self.lost or describe_failure(reason)
-        self._fail(UpstreamFailure(f"upstream connection {self.lost}"))
+        self.lost = self.lost or _reason(reason)
+        self._fail(UpstreamFailure(self.lost))
 
     def next_reply(self, timeout: float) -> defer.Deferred[Reply]:
         if self.replies:
             return defer.succeed(self.replies.popleft())
         if self.lost is not None:
-            return defer.fail(UpstreamFailure(f"upstream connection {self.lost}"))
+            return defer.fail(UpstreamFailure(self.lost))
         assert self.waiter is None, "one command at a time"
-        self.waiter = defer.Deferred(lambda _: self.abort("abandoned"))
-        self.timer = self.reactor.callLater(timeout, self.abort, f"silent for {timeout:g} s")
+        self.waiter = defer.Deferred(lambda _: self.abort("upstream connection abandoned"))
+        self.timer = self.reactor.callLater(timeout, self.abort, f"upstream silent for {timeout:g} s")
         return self.waiter
 
-    def send(self, data: bytes) -> None:
-        """Send a command line (or the message data): exactly one reply is due for it."""
+    def send(self, data: bytes, *more: bytes) -> None:
+        """Send a command line (or the message data, or BDAT and its chunk): exactly one reply
+        is due for it."""
         if self.lost is None:
             self.expected += 1
-            self.transport.write(data)  # type: ignore[union-attr]
+            if len(data) + sum(len(part) for part in more) <= _WRITE_CHUNK:
+                for part in (data, *more):
+                    self.transport.write(part)  # type: ignore[union-attr]
+            else:
+                _ChunkSender(self.transport, (data, *more)).start()
 
     def start_tls(self, options: Any) -> None:
         # Anything the upstream sent after its 220 to STARTTLS arrived in clear: reading it as
         # part of the TLS session would let a man in the middle inject replies (RFC 3207 §6).
         if self.parser.pending or self.replies:
-            self.abort("sent data before the TLS handshake")
+            self.abort("upstream sent data before the TLS handshake")
             raise UpstreamFailure("upstream sent data before the TLS handshake")
         self.transport.startTLS(options)  # type: ignore[union-attr]
 
     def abort(self, why: str) -> None:
         if self.lost is None:
             self.lost = why
-        self._fail(UpstreamFailure(f"upstream connection {self.lost}"))
+        self._fail(UpstreamFailure(self.lost))
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -145,6 +192,15 @@ class _UpstreamProtocol(Protocol):
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
+
+
+def _reason(failure: Failure) -> str:
+    described = describe_failure(failure)
+    if described.startswith("upstream"):
+        return described
+    if described.startswith("connection "):
+        return f"upstream {described}"
+    return f"upstream connection {described}"
 
 
 class UpstreamSession:
@@ -183,7 +239,7 @@ class UpstreamSession:
         except UpstreamFailure:
             raise
         except Exception as exc:  # noqa: BLE001 - any connect failure (refused, DNS, TLS) is one
-            raise UpstreamFailure(describe_failure(Failure(exc))) from None
+            raise UpstreamFailure(_reason(Failure(exc))) from None
         self._protocol = protocol
         greeting = await self._reply(self.timeouts.greeting)
         if greeting.code != 220:
@@ -230,16 +286,41 @@ class UpstreamSession:
             return Reply.of(535, "5.7.8 Authentication failed")
         return reply
 
-    async def send_message(self, payload: bytes) -> tuple[Reply, float]:
-        """DATA, the dot-stuffed message, and the final reply; also the seconds it took."""
+    async def pipeline(self, lines: list[bytes]) -> list[Reply]:
+        """Send several command lines in one write (the upstream offers PIPELINING, RFC 2920) and
+        return their replies in order."""
+        protocol = self._require()
+        for line in lines:
+            protocol.send(line + b"\r\n")
+        replies = []
+        for _ in lines:
+            reply = await self._reply(self.timeouts.command)
+            if not is_final(reply):
+                self._break(f"replied {reply.code} to a command that takes no continuation")
+            replies.append(reply)
+        return replies
+
+    async def send_message(self, parts: Sequence[bytes]) -> tuple[Reply, float]:
+        """The message and the upstream's final reply; also the seconds it took.
+
+        With CHUNKING (RFC 3030) it goes as one ``BDAT <size> LAST``: one round trip instead of
+        DATA's two, and no dot-stuffing; otherwise DATA, 354 and the dot-stuffed message."""
         started = time.monotonic()
+        if self.extensions.has("CHUNKING"):
+            protocol = self._require()
+            size = sum(len(part) for part in parts)
+            protocol.send(b"BDAT %d LAST\r\n" % size, *parts)
+            final = await self._reply(self.timeouts.data_end)
+            if not is_final(final):
+                self._break(f"replied {final.code} to BDAT")
+            return final, time.monotonic() - started
         reply = await self.command(b"DATA", self.timeouts.data_start)
         if reply.code != 354:
             if reply.intermediate:
                 self._break(f"replied {reply.code} to DATA")
             return reply, time.monotonic() - started
         protocol = self._require()
-        protocol.send(dot_stuff(payload))
+        protocol.send(dot_stuff(b"".join(parts)))
         final = await self._reply(self.timeouts.data_end)
         if not is_final(final):
             self._break(f"replied {final.code} to the end of data")
@@ -252,7 +333,7 @@ class UpstreamSession:
             return
         if protocol.lost is None:
             protocol.send(b"QUIT\r\n")  # its reply is not read
-            protocol.lost = "closed by us"
+            protocol.lost = "upstream connection closed by us"
         protocol.transport.loseConnection()
 
     # -- internals --------------------------------------------------------------------------
@@ -280,5 +361,5 @@ class UpstreamSession:
     def _break(self, why: str) -> None:
         self._broken = why
         if self._protocol is not None:
-            self._protocol.abort(why)
+            self._protocol.abort(f"upstream {why}")
         raise UpstreamFailure(f"upstream {why}")

@@ -41,9 +41,15 @@ def splice_header(raw: bytes, header: bytes) -> bytes:
     ``len(result) == len(header) + len(raw)`` always. With an empty ``header`` nothing is added,
     but a client-supplied field of our name is still neutralised.
     """
+    return b"".join(splice_parts(raw, header))
+
+
+def splice_parts(raw: bytes, header: bytes) -> tuple[bytes, bytes]:
+    """:func:`splice_header` as its two parts, which the relay sends one after the other rather
+    than copying a large message to join them."""
     if header and not header.endswith(b"\r\n"):
         raise ValueError("a header block must end with CRLF")
-    return header + neutralise_existing(raw)
+    return header, neutralise_existing(raw)
 
 
 def dot_stuff(content: bytes) -> bytes:

@@ -28,6 +28,8 @@ NOT_PROCESSED = Reply.of(451, "4.3.0 Message could not be processed, try again l
 #: Said to idle clients when the proxy stops.
 SHUTTING_DOWN = Reply.of(421, "4.3.2 Service shutting down, try again later")
 QUIT_REPLY = Reply.of(221, "2.0.0 Bye")
+#: MAIL FROM taken, to be relayed with the first RCPT (the upstream's answer comes then).
+MAIL_OK = Reply.of(250, "2.1.0 Ok")
 OK = Reply.of(250, "2.0.0 Ok")
 
 

@@ -20,7 +20,7 @@ from caliproxy.privacy.features import BODY_SNIFF_LIMIT
 from caliproxy.privacy.header import HEADER_LENGTH, PrivacyHeaderError, parse_header, render_header
 from caliproxy.privacy.policy import Policy
 from caliproxy.privacy.verdict import judge
-from caliproxy.smtp.message import body_prefix, header_block, splice_header
+from caliproxy.smtp.message import body_prefix, header_block, splice_parts
 
 #: The folder the sender's own copy is filed in by default; folder rules see the outgoing message
 #: as that copy, so the level we stamp is the level the IMAP side gives the Sent copy.
@@ -107,10 +107,20 @@ class PrivacyTagger:
 
 @dataclass(frozen=True)
 class Tagged:
-    """The message to relay and the header block that was added to it."""
+    """The message to relay, as the header block we add and the client's message (its fields of
+    our name neutralised); relayed in this order, never joined into one copy."""
 
-    payload: bytes
     header: bytes
+    message: bytes
+
+    @property
+    def parts(self) -> tuple[bytes, bytes]:
+        return self.header, self.message
+
+    @property
+    def payload(self) -> bytes:
+        """The whole spliced message (a copy: for tests and small messages)."""
+        return self.header + self.message
 
     @property
     def level(self) -> str | None:
@@ -131,5 +141,5 @@ def tag_message(raw: bytes, tagger: Tagger, facts: SubmissionFacts) -> Tagged:
     header = tagger(header_block(raw), facts)
     if len(header) != tagger.header_length:
         raise PolicyError(f"privacy header of {len(header)} bytes, {tagger.header_length} promised")
-    return Tagged(splice_header(raw, header), header)
+    return Tagged(*splice_parts(raw, header))
 

@@ -3,7 +3,8 @@
 Each transaction (from MAIL on) follows one :class:`Fault`, chosen by the test's ``plan`` callable:
 accept, refuse at MAIL, RCPT or DATA, fail temporarily or permanently after the data, drop the
 connection in the middle of the data or right after storing the message, or stall after the data
-until the proxy gives up. Messages it accepted are kept in ``stored`` (Message-ID -> count), under a
+until the proxy gives up. It offers PIPELINING unless told not to and CHUNKING (BDAT) when told
+to, so that both ways of relaying MAIL and the message are exercised. Messages it accepted are kept in ``stored`` (Message-ID -> count), under a
 lock, so a test can compare what the client was told with what the upstream really holds.
 
 Threads and blocking sockets on purpose: it runs beside the reactor, not on it.
@@ -38,6 +39,8 @@ _MESSAGE_ID = re.compile(rb"(?im)^Message-ID:\s*(<[^>\r\n]+>)")
 
 class _Session(socketserver.StreamRequestHandler):
     server: FaultUpstream
+    # replies to pipelined commands go out one write each, as soon as each is known
+    disable_nagle_algorithm = True
 
     def reply(self, text: bytes) -> None:
         self.wfile.write(text + b"\r\n")
@@ -52,7 +55,10 @@ class _Session(socketserver.StreamRequestHandler):
                 return
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
-                self.reply(b"250-fault.test\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n"
+                self.reply(b"250-fault.test\r\n"
+                           + (b"250-PIPELINING\r\n" if upstream.pipelining else b"")
+                           + (b"250-CHUNKING\r\n" if upstream.chunking else b"")
+                           + b"250-SIZE 10000000\r\n250-8BITMIME\r\n"
                            b"250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n250 SMTPUTF8")
             elif verb == b"AUTH":
                 self.reply(b"235 2.7.0 Authentication successful")
@@ -79,6 +85,15 @@ class _Session(socketserver.StreamRequestHandler):
                 self.reply(b"354 End data with <CR><LF>.<CR><LF>")
                 if not self.data(fault):
                     return
+            elif verb == b"BDAT":
+                # RFC 3030: the chunk is read whatever the answer will be
+                size = int(line.split()[1])
+                if fault is Fault.DROP_MID_DATA:
+                    self.rfile.read(size // 2)
+                    return
+                content = self.rfile.read(size)
+                if not self.act(fault, content):
+                    return
             elif verb == b"RSET":
                 self.reply(b"250 2.0.0 Ok")
             elif verb == b"QUIT":
@@ -89,7 +104,6 @@ class _Session(socketserver.StreamRequestHandler):
 
     def data(self, fault: Fault) -> bool:
         """Read the message and act out ``fault``; False when the connection must end."""
-        upstream = self.server
         lines = []
         while True:
             line = self.rfile.readline()
@@ -100,14 +114,18 @@ class _Session(socketserver.StreamRequestHandler):
             lines.append(line[1:] if line.startswith(b".") else line)
             if fault is Fault.DROP_MID_DATA and len(lines) == 3:
                 return False
-        content = b"".join(lines)
+        return self.act(fault, b"".join(lines))
+
+    def act(self, fault: Fault, content: bytes) -> bool:
+        """The message is in: answer (or not) as ``fault`` says."""
+        upstream = self.server
         if fault is Fault.STALL_AFTER_DATA:
             self.rfile.read()  # until the proxy gives up and closes
             return False
         if fault is Fault.TEMPORARY_AFTER_DATA:
             self.reply(b"451 4.3.0 queue file write error")
             return True
-        if fault is Fault.PERMANENT_AFTER_DATA:
+        if fault in (Fault.PERMANENT_AFTER_DATA, Fault.REFUSE_DATA):  # (REFUSE_DATA: after BDAT)
             self.reply(b"554 5.7.1 message content rejected")
             return True
         match = _MESSAGE_ID.search(content)
@@ -127,9 +145,12 @@ class FaultUpstream(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
     def __init__(self, plan: Callable[[], Fault] = lambda: Fault.ACCEPT, *,
-                 hang_up_after_login: bool = False) -> None:
+                 hang_up_after_login: bool = False, pipelining: bool = True,
+                 chunking: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Session)
         self.plan = plan
+        self.pipelining = pipelining
+        self.chunking = chunking
         self.hang_up_after_login = hang_up_after_login
         self.lock = threading.Lock()
         self.stored: Counter[str] = Counter()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from caliproxy.privacy.header import HEADER_NAME, SPOOFED_NAME
 from caliproxy.privacy.header_fields import header_bounds
-from caliproxy.smtp.message import body_prefix, dot_stuff, header_block, splice_header
+from caliproxy.smtp.message import body_prefix, dot_stuff, header_block, splice_header, splice_parts
 
 MESSAGE = (b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: hi\r\n"
            b"DKIM-Signature: v=1; a=rsa-sha256;\r\n b=abc\r\n\r\nbody line\r\n.leading dot\r\n")
@@ -50,6 +50,12 @@ def test_a_header_block_without_crlf_is_refused():
 @given(st.binary(max_size=300), st.sampled_from([b"", HEADER]))
 def test_splice_length_is_always_header_plus_message(raw, header):
     assert len(splice_header(raw, header)) == len(header) + len(raw)
+    assert b"".join(splice_parts(raw, header)) == splice_header(raw, header)
+
+
+def test_a_message_without_a_spoofed_header_is_relayed_without_a_copy():
+    header, message = splice_parts(MESSAGE, HEADER)
+    assert header is HEADER and message is MESSAGE
 
 
 def test_header_block_is_what_imap_calls_body_header():

@@ -73,9 +73,17 @@ def send_one(port: int, client: smtplib.SMTP | None = None) -> tuple[str, int | 
         return message_id, None, None
 
 
+# How the upstream lets us relay: MAIL with the first RCPT (PIPELINING) or alone; the message by
+# BDAT (CHUNKING) or DATA.
+WAYS = [pytest.param({"pipelining": True, "chunking": False}, id="pipelining-data"),
+        pytest.param({"pipelining": False, "chunking": False}, id="plain-data"),
+        pytest.param({"pipelining": True, "chunking": True}, id="pipelining-bdat")]
+
+
+@pytest.mark.parametrize("way", WAYS)
 @pytest_twisted.inlineCallbacks
-def test_temporary_failure_after_data_is_relayed_as_4xx_and_the_session_goes_on():
-    with FaultUpstream(scripted(Fault.TEMPORARY_AFTER_DATA).__next__) as upstream:
+def test_temporary_failure_after_data_is_relayed_as_4xx_and_the_session_goes_on(way):
+    with FaultUpstream(scripted(Fault.TEMPORARY_AFTER_DATA).__next__, **way) as upstream:
         listener, events, port = start_listener(upstream.port)
         try:
             _, code, client = yield threads.deferToThread(send_one, port)
@@ -90,11 +98,12 @@ def test_temporary_failure_after_data_is_relayed_as_4xx_and_the_session_goes_on(
                                                                             Outcome.ACCEPTED]
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("fault", [Fault.DROP_MID_DATA, Fault.DROP_AT_MAIL, Fault.STALL_AFTER_DATA,
                                    Fault.DROP_AFTER_STORING])
 @pytest_twisted.inlineCallbacks
-def test_a_lost_or_stalled_upstream_gives_421_never_250(fault):
-    with FaultUpstream(scripted(fault).__next__) as upstream:
+def test_a_lost_or_stalled_upstream_gives_421_never_250(fault, way):
+    with FaultUpstream(scripted(fault).__next__, **way) as upstream:
         listener, _, port = start_listener(upstream.port)
         try:
             started = time.monotonic()
@@ -113,11 +122,12 @@ def test_a_lost_or_stalled_upstream_gives_421_never_250(fault):
     assert upstream.stored[message_id] == (1 if fault is Fault.DROP_AFTER_STORING else 0)
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize(("fault", "expected"), [(Fault.PERMANENT_AFTER_DATA, 554), (Fault.REFUSE_RCPT, 550),
                                                  (Fault.REFUSE_DATA, 554), (Fault.REFUSE_MAIL_TEMPORARILY, 451)])
 @pytest_twisted.inlineCallbacks
-def test_upstream_refusals_reach_the_client_with_their_own_code(fault, expected):
-    with FaultUpstream(scripted(fault).__next__) as upstream:
+def test_upstream_refusals_reach_the_client_with_their_own_code(fault, expected, way):
+    with FaultUpstream(scripted(fault).__next__, **way) as upstream:
         listener, _, port = start_listener(upstream.port)
         try:
             _, code, client = yield threads.deferToThread(send_one, port)
@@ -165,14 +175,19 @@ def test_soak_of_1000_messages_under_random_faults_loses_nothing_acknowledged():
     def plan() -> Fault:
         return rng.choices(faults, cumulative)[0]
 
+    # half the clients through an upstream taking DATA, half through one taking BDAT
     workers, per_worker = 4, 250
-    with FaultUpstream(plan) as upstream:
-        listener, events, port = start_listener(upstream.port)
+    with FaultUpstream(plan) as by_data, FaultUpstream(plan, chunking=True) as by_bdat:
+        listeners = [start_listener(by_data.port), start_listener(by_bdat.port)]
         try:
             batches = yield defer.gatherResults(
-                [threads.deferToThread(_soak_worker, port, per_worker) for _ in range(workers)])
+                [threads.deferToThread(_soak_worker, listeners[i % 2][2], per_worker)
+                 for i in range(workers)])
         finally:
-            yield listener.stopService()
+            for listener, _, _ in listeners:
+                yield listener.stopService()
+    events = listeners[0][1] + listeners[1][1]
+    stored = by_data.stored + by_bdat.stored
     results = [item for batch in batches for item in batch]
     assert len(results) == workers * per_worker == 1000
     told = Counter(code for _, code in results)
@@ -180,9 +195,9 @@ def test_soak_of_1000_messages_under_random_faults_loses_nothing_acknowledged():
     assert all(code == 250 or 400 <= code < 600 for code in told)
     acknowledged = [message_id for message_id, code in results if code == 250]
     for message_id in acknowledged:
-        assert upstream.stored[message_id] == 1, message_id
+        assert stored[message_id] == 1, message_id
     # every transaction the upstream saw ended as its fault says, and the client heard exactly that
-    f = upstream.faults
+    f = by_data.faults + by_bdat.faults
     assert sum(f.values()) == 1000
     assert told[250] == f[Fault.ACCEPT] == len(acknowledged)
     assert told[421] == (f[Fault.DROP_AT_MAIL] + f[Fault.DROP_MID_DATA] + f[Fault.DROP_AFTER_STORING]
@@ -190,7 +205,7 @@ def test_soak_of_1000_messages_under_random_faults_loses_nothing_acknowledged():
     assert told[451] == f[Fault.REFUSE_MAIL_TEMPORARILY] + f[Fault.TEMPORARY_AFTER_DATA]
     assert told[550] == f[Fault.REFUSE_RCPT]
     assert told[554] == f[Fault.REFUSE_DATA] + f[Fault.PERMANENT_AFTER_DATA]
-    assert sum(upstream.stored.values()) == told[250] + f[Fault.DROP_AFTER_STORING]
+    assert sum(stored.values()) == told[250] + f[Fault.DROP_AFTER_STORING]
     assert all(f[fault] > 0 for fault in Fault)
     relayed = Counter(e.outcome for e in events if isinstance(e, MessageRelayed))
     assert relayed[Outcome.ACCEPTED] == told[250]

@@ -363,7 +363,9 @@ def _wait_in_sink(postfix, message_id: str, timeout: float = 10) -> bytes:
 
 def test_an_unreachable_or_unverifiable_upstream_gives_421_at_ehlo(postfix, proxy_factory, server_cert_files):
     listeners = [{"name": "submission", "protocol": "smtp", "port": free_port(), "tls": "implicit"}]
-    down = {"host": "127.0.0.1", "port": free_port(), "tls": "implicit",
+    closed = socket.socket()  # bound, never listening: connections to it are refused
+    closed.bind(("127.0.0.1", 0))
+    down = {"host": "127.0.0.1", "port": closed.getsockname()[1], "tls": "implicit",
             "ca_file": str(server_cert_files.ca_pem), "connect_timeout": 5}
     impostor = {"host": "127.0.0.1", "port": postfix.smtps_port, "tls": "implicit",
                 "ca_file": str(server_cert_files.ca_pem), "server_name": "smtp.elsewhere.test"}
@@ -373,10 +375,12 @@ def test_an_unreachable_or_unverifiable_upstream_gives_421_at_ehlo(postfix, prox
                                   timeout=30)
         code, text = client.ehlo()
         assert code == 421 and text.startswith(b"4.4.1"), (upstream, code, text)
-        with pytest.raises(smtplib.SMTPServerDisconnected):
-            client.noop()
+        with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError, ssl.SSLError)):
+            client.noop()  # the proxy closed the connection after its 421
         proxy.stop()
-        assert "certificate" in proxy.log() or upstream is down
+        reason = "connection refused" if upstream is down else "certificate does not match"
+        assert f"unavailable for 127.0.0.1 on submission: upstream {reason}" in proxy.log()
+    closed.close()
 
 
 # -- logs -----------------------------------------------------------------------------------------
@@ -403,3 +407,39 @@ def test_logs_hold_no_credentials_addresses_or_message_content(postfix, proxy_fa
                  "carol@example.test", "alice@example.test", message_id]
     leaked = [item for item in forbidden if item in log]
     assert not leaked, f"found in the log: {leaked}"
+
+
+# -- the same verdict on both sides ---------------------------------------------------------------
+
+
+def test_the_sent_copy_read_through_the_imap_side_shows_the_verdict_stamped_at_submission(
+        postfix, proxy_factory, mailbox_reader):
+    """Thunderbird sends through the SMTP listener, then APPENDs its copy to Sent through the IMAP
+    listener: reading that copy back through caliproxy shows the very header the recipient got."""
+    import imaplib
+
+    listeners = [{"name": "submission", "protocol": "smtp", "port": free_port(), "tls": "starttls"},
+                 {"name": "imaps", "protocol": "imap", "port": free_port(), "tls": "implicit"}]
+    policy = {"rules": [{"name": "hr", "level": "secret",
+                         "match": {"header": {"name": "Subject", "regex": "(?i)salary"}}}]}
+    proxy = proxy_factory(postfix.dovecot, smtp_upstream=postfix, listeners=listeners,
+                          extra_config={"policy": policy})
+    message_id, raw = new_message(subject="Salary review 2027", to="bob@example.test")
+    client = submit(proxy.ports["submission"], proxy.ca_pem)
+    client.login("alice", "alicepw")
+    client.sendmail("alice@example.test", ["bob@example.test"], raw)
+    client.quit()
+    stored = mailbox_reader("bob", message_id)
+    assert assert_delivered_as_sent(stored, raw) == "secret"
+    stamped = stored[_TRACE.match(stored).end():][:HEADER_LENGTH]
+
+    with imaplib.IMAP4_SSL("localhost", proxy.ports["imaps"], ssl_context=tls_client(proxy.ca_pem)) as imap:
+        imap.login("alice", "alicepw")
+        assert imap.append("Sent", "(\\Seen)", None, raw)[0] == "OK"
+        imap.select("Sent", readonly=True)
+        _, found = imap.uid("SEARCH", "HEADER", "Message-ID", message_id)
+        [uid] = found[0].split()
+        _, parts = imap.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (X-Caliproxy-Privacy)])")
+    shown = parts[0][1]
+    assert parse_header(shown).level == "secret"
+    assert shown.rstrip(b"\r\n") == stamped.rstrip(b"\r\n")
