@@ -11,6 +11,13 @@ advertise is what the upstream can do, logged in with the client's own credentia
 reused for every transaction of that client. Every decision about what to relay and what a reply
 means is in ``caliproxy.smtp``; this module moves bytes and awaits the upstream.
 
+Round trips are what a relay costs, so: the message after DATA is read in whole chunks
+(:class:`~caliproxy.smtp.data.DataFramer`, not aiosmtpd's line loop); with an upstream that offers
+PIPELINING, MAIL FROM is answered here once its parameters are checked and goes upstream together
+with the first RCPT TO, whose reply carries a refusal of the sender (as Postfix's default
+``smtpd_delay_reject`` does); with CHUNKING the message goes upstream as one ``BDAT ... LAST``.
+A recipient's reply and the final reply to the message are always the upstream's own.
+
 Logs: peers, listener names, account names, reply codes, sizes and counts; never credentials,
 addresses or message content. aiosmtpd's own logger ("mail.log") writes command lines and message
 lines, so it is held at ERROR.
