@@ -313,8 +313,10 @@ class MailboxSession(ProxySession):
         if keyword == b"RECENT":
             if mailbox.hides:
                 # The upstream's count includes hidden mail; it says RECENT when its count
-                # changes, we when the count of what this client sees did.
-                self._recent_changed(mailbox)
+                # changes, we when the count of what this client sees did (after the EXISTS of
+                # arrivals still being classified).
+                if not self._arrivals:
+                    self._recent_changed(mailbox)
                 return True
             if self._arrivals or self._flow is not None:
                 mailbox.held_recent = number  # said after the EXISTS it belongs to
@@ -498,11 +500,11 @@ class MailboxSession(ProxySession):
             mailbox.recent.update(uid for uid in shown if b"\\RECENT" in flags.get(uid, b""))
             if mailbox.view.exists != before:
                 self._to_client(b"* %d EXISTS\r\n" % mailbox.view.exists)
-                if mailbox.hides:
-                    self._recent_changed(mailbox)  # RECENT follows EXISTS, as upstream says it
             if mailbox.held_recent is not None and not mailbox.hides:
                 self._to_client(b"* %d RECENT\r\n" % mailbox.held_recent)
                 mailbox.held_recent = None
+        if mailbox.hides:
+            self._recent_changed(mailbox)  # RECENT follows EXISTS, as the upstream says it
         self._arrivals = False
 
     # -- commands that need the upstream to themselves --------------------------------------------

@@ -285,3 +285,25 @@ def test_idle_secret_arrival_is_silent_visible_arrival_and_expunge_are_pushed(tw
     assert normalised(got) == normalised(want)
     twins.same("UID FETCH 1:* (UID FLAGS)")
     twins.assert_no_leak()
+
+
+@pytest.mark.xfail(strict=True, reason="fetch_rewrite ends the session (BYE 'NIL for a section that "
+                   "starts at the top of the message') when Dovecot answers BODY[] NIL for a message "
+                   "another session expunged; any tagging session, trusted or not, is cut off")
+def test_fetch_of_a_message_expunged_elsewhere_answers_as_dovecot(hiding: Hiding) -> None:
+    """A message expunged by another session is still numbered until this session hears the
+    EXPUNGE; Dovecot answers a body fetch of it with NIL and [EXPUNGEISSUED]. Through the
+    header-adding listener the client must get the same answer, with our header's length added to
+    the size, and keep its session."""
+    for index in range(1, 4):
+        hiding.save("alice", message(f"visible {index}", f"body {index}"))
+    client = hiding.cafe("alice")
+    assert client.command("SELECT INBOX").ok
+    other = hiding.trusted("alice")
+    assert other.command("SELECT INBOX").ok
+    assert other.command("UID STORE 3 +FLAGS.SILENT (\\Deleted)").ok
+    assert other.command("UID EXPUNGE 3").ok
+    reply = client.command("UID FETCH 3 (UID RFC822.SIZE BODY.PEEK[]<0.300>)")
+    assert b"[EXPUNGEISSUED]" in reply.tagged
+    assert reply.lines(b"FETCH") == [b"* 3 FETCH (UID 3 RFC822.SIZE 256 BODY[]<0> NIL)\r\n"]
+    assert client.command("NOOP").ok

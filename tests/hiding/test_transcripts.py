@@ -822,3 +822,23 @@ def test_keywords_only_hidden_messages_carry_are_not_shown() -> None:
         b"S: c OK NOOP completed.",
         b">C: c OK NOOP completed.",
     ])
+
+
+def test_recent_after_an_expunge_waits_for_the_exists_of_new_mail(selected: Playbook) -> None:
+    """Dovecot says EXPUNGE, EXISTS, RECENT; with the EXISTS still being classified, the changed
+    RECENT count follows it rather than overtaking it."""
+    selected([
+        b"C: b NOOP",
+        b">S: b NOOP",
+        b"S: * 3 EXPUNGE",
+        b">C: * 2 EXPUNGE",
+        b"S: * 4 EXISTS",
+        b"S: * 1 RECENT",
+        b"S: b OK NOOP completed.",
+        b">S: cp.5 FETCH 4:4 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(4, 5, "claimed by another session", flags=b""),
+        b"S: cp.5 OK Fetch completed.",
+        b">C: * 2 EXISTS",
+        b">C: * 0 RECENT",
+        b">C: b OK NOOP completed.",
+    ])
