@@ -10,7 +10,7 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from caliproxy import __version__
@@ -31,21 +31,38 @@ def install_reactor() -> object:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    """Everything the daemon would check at start; every problem found is printed."""
     from caliproxy.config import load_config
     from caliproxy.net import tls
 
     try:
         config = load_config(args.file)
-        if config.tls is not None:
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    errors: list[str] = []
+
+    def attempt(check: Callable[[], object]) -> None:
+        try:
+            check()
+        except ConfigError as exc:
+            errors.append(str(exc))
+
+    if config.tls is not None:
+        def server_tls() -> None:
+            assert config.tls is not None
             options = tls.server_options(config.tls.certificate, config.tls.key)
             if config.tls.client_ca is not None:
                 from caliproxy.net.facts import request_client_certificates
 
                 request_client_certificates(options, config.tls.client_ca)
-        if config.upstream_imap.ca_file is not None:
-            tls.client_options(config.upstream_imap.verify_name, config.upstream_imap.ca_file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+
+        attempt(server_tls)
+    for upstream in (config.upstream_imap, config.upstream_smtp):
+        if upstream is not None and upstream.ca_file is not None:
+            attempt(lambda u=upstream: tls.client_options(u.verify_name, u.ca_file))
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
         return 1
     names = ", ".join(f"{l.name} ({l.protocol} {l.address}:{l.port} tls={l.tls})" for l in config.listeners)
     print(f"{args.file}: OK; listeners: {names}; upstream "

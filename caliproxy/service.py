@@ -275,6 +275,9 @@ class ProxyService(service.MultiService):
         self.config = config
         if server_options is not None:
             self.server_tls.replace(server_options)
+        if self._smtp_ssl_context is not None and config.tls is not None:
+            # The submission listeners' context is shared: new handshakes get the new chain.
+            self._smtp_ssl_context.load_cert_chain(str(config.tls.certificate), str(config.tls.key))
         for listener in config.listeners:
             factory = self.factories.get(listener.name)
             if factory is not None:

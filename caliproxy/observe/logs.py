@@ -47,11 +47,16 @@ class RedactingFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+            exception = (logging.Formatter().formatException(record.exc_info)
+                         if record.exc_info else None)
+        except ImportError:
+            return False  # interpreter shutdown: better a lost line than an unredacted one
         record.msg = redact(message)
         record.args = None
-        if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        if exception is not None:
+            record.exc_text = redact(exception)
             record.exc_info = None
         return True
 
