@@ -154,3 +154,47 @@ def test_sigterm_says_bye_and_exits_zero(running):
     running.process.send_signal(signal.SIGTERM)
     assert client.readline() == b"* BYE caliproxy is shutting down\r\n"
     assert running.process.wait(15) == 0
+
+
+def test_ready_is_notified_once_listeners_accept(dovecot, proxy_factory, tmp_path, monkeypatch):
+    """Type=notify: systemd hears READY=1 only when every listener accepts connections."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(20)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)  # inherited by the caliproxy process
+        proxy = proxy_factory(dovecot)
+        assert server.recv(100) == b"READY=1"
+        for port in proxy.ports.values():
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_reload_keeps_idle_and_bulk_sessions_alive(running, dovecot):
+    """SIGHUP with a new certificate and the same clearances: an IDLE session and a session
+    in the middle of a large FETCH both carry on."""
+    big = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 8000  # ~8 MB
+    dovecot.bulk_load("alice", [big])
+    idler = login(running)
+    idler.select("INBOX")
+    tag = idler._new_tag()
+    idler.send(tag + b" IDLE\r\n")
+    assert idler.readline().startswith(b"+")
+    context = ssl.create_default_context(cafile=str(running.ca_pem))
+    fetcher = context.wrap_socket(socket.create_connection(("127.0.0.1", running.ports["imaps"])),
+                                  server_hostname="localhost")
+    fetcher.recv(4096)
+    fetcher.sendall(b"a LOGIN alice alicepw\r\nb SELECT INBOX\r\nc FETCH 3 BODY.PEEK[]\r\n")
+    received = fetcher.recv(65536)
+    while b"FETCH (BODY[] {" not in received:
+        received += fetcher.recv(65536)
+    rewrite_config(running, lambda c: c["logging"].update(level="info"))
+    running.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in running.log())
+    while b"\r\nc OK" not in received[-200:]:
+        chunk = fetcher.recv(1 << 20)
+        assert chunk, "the FETCH was cut by the reload"
+        received += chunk
+    assert len(received) > 8_000_000
+    idler.send(b"DONE\r\n")
+    assert idler.readline().startswith(tag + b" OK")
+    assert idler.noop()[0] == "OK"
