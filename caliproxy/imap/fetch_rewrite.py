@@ -230,7 +230,9 @@ class FetchRewriter:
         request, client_name = found
         value = text[item.value_start : item.value_end]
         if value.upper() == b"NIL":
-            raise ServerProtocolError("NIL for a section that starts at the top of the message")
+            # No data (Dovecot's answer for a message another session expunged, with
+            # [EXPUNGEISSUED]): none in the virtual message either, under the client's name.
+            return client_name, b"NIL"
         if not value.startswith(b'"'):
             raise ServerProtocolError("unexpected section value")
         raw = re.sub(rb"\\(.)", rb"\1", value[1:-1])

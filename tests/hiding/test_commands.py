@@ -287,9 +287,6 @@ def test_idle_secret_arrival_is_silent_visible_arrival_and_expunge_are_pushed(tw
     twins.assert_no_leak()
 
 
-@pytest.mark.xfail(strict=True, reason="fetch_rewrite ends the session (BYE 'NIL for a section that "
-                   "starts at the top of the message') when Dovecot answers BODY[] NIL for a message "
-                   "another session expunged; any tagging session, trusted or not, is cut off")
 def test_fetch_of_a_message_expunged_elsewhere_answers_as_dovecot(hiding: Hiding) -> None:
     """A message expunged by another session is still numbered until this session hears the
     EXPUNGE; Dovecot answers a body fetch of it with NIL and [EXPUNGEISSUED]. Through the

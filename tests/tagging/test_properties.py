@@ -247,3 +247,25 @@ def test_views_that_were_wrong(client_items):
     for virtual, got, expected in _run(client_items, [_FORGED, _FORGED[:60] + b"\r\n\r\n", _FORGED], "secret",
                                        [17, 300], 0):
         assert parse_fetches(got)[0][1] == expected
+
+
+@pytest.mark.parametrize(("client_item", "upstream_name", "client_name"), [
+    ("BODY.PEEK[]<0.300>", "BODY[]<0>", "BODY[]<0>"),
+    ("BODY.PEEK[]<300.100>", "BODY[]<44>", "BODY[]<300>"),
+    ("BODY.PEEK[]", "BODY[]", "BODY[]"),
+    ("BODY.PEEK[HEADER.FIELDS.NOT (X-Caliproxy-Privacy)]", 'BODY[HEADER.FIELDS.NOT (":")]',
+     "BODY[HEADER.FIELDS.NOT (X-CALIPROXY-PRIVACY)]"),
+])
+def test_no_data_for_a_message_expunged_elsewhere_passes_as_nil(client_item, upstream_name, client_name):
+    """Dovecot answers a section of a message another session expunged with NIL (and
+    [EXPUNGEISSUED] in the tagged answer): the client gets NIL under its own item name."""
+    mailbox = SelectedMailbox("INBOX", 1, False, _SeesAll())  # type: ignore[arg-type]
+    mailbox.view = MailboxView([3])
+    translated = mailbox.translate(CommandStart(b"t1", True, "FETCH", b""),
+                                   [Atom("3"), [Atom("UID"), Atom("RFC822.SIZE"), Atom(client_item)]])
+    assert translated.args is not None
+    assert [str(t) for t in translated.args[1]][2].replace(".PEEK", "").upper().startswith(
+        upstream_name.split("<")[0].upper())
+    rewriter = FetchRewriter(1, Tagged("secret", render_unclassified("secret"), ()), translated.partials)
+    response = f"* 1 FETCH (UID 3 RFC822.SIZE 0 {upstream_name} NIL)\r\n".encode()
+    assert _feed(rewriter, response, []) == f"* 1 FETCH (UID 3 RFC822.SIZE 256 {client_name} NIL)\r\n".encode()
