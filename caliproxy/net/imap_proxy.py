@@ -108,7 +108,15 @@ class UpstreamProtocol(Protocol):
                 return
             self._verified = True
         if not self._lost:
-            self.client.apply(self.client.session.server_data(data))
+            try:
+                self.client.apply(self.client.session.server_data(data))
+            except Exception:
+                # Called from the reactor, not from a transport: nobody else would notice. Fail
+                # closed for this session only.
+                log.exception("internal error in a session from %s; closing it", self.client.peer)
+                self._lost = True
+                self.transport.abortConnection()
+                self.client.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._flush_call is not None:
