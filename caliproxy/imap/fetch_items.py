@@ -24,6 +24,12 @@ _QUOTED = re.compile(rb'"(?:[^"\\\r\n]|\\.)*"')
 # An item name or a simple value: atoms with an optional [section] (which may hold spaces and
 # parentheses) and an optional <origin>.
 _ATOM = re.compile(rb"[^\s()\"{\[\]]+(?:\[[^\]]*\](?:<\d+>)?)?")
+# The common case in one step: an item name, a space, and a value that is an atom, a flat list
+# (FLAGS) or a quoted string. Nested values (ENVELOPE, BODYSTRUCTURE) take the general path.
+_NAME_SIMPLE_VALUE = re.compile(
+    rb" *([^\s()\"{\[\]]+(?:\[[^\]]*\](?:<\d+>)?)?) "
+    rb"([^\s()\"{\[\]]+|\([^()\"{}]*\)|\"(?:[^\"\\\r\n]|\\.)*\")(?=[ )]|\Z)"
+)
 
 
 @dataclass(slots=True)
@@ -82,6 +88,12 @@ def scan_fragment(text: bytes, state: FetchScan, *, first: bool, literal_follows
             pos += 1
             continue
         if state.depth == 1 and state.pending is None:
+            simple = _NAME_SIMPLE_VALUE.match(text, pos)
+            if simple is not None:
+                items.append(ItemSpan(simple.group(1).upper(), simple.start(1), simple.end(1),
+                                      simple.start(2), simple.end(2)))
+                pos = simple.end()
+                continue
             if c == 0x29:  # ) closes msg-att
                 state.depth = 0
                 state.done = True
