@@ -10,9 +10,10 @@ file and hands the section here; tests pass mappings directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
-from caliproxy.errors import ConfigError, PolicyError
+from caliproxy.errors import PolicyError
+from caliproxy.mapping_reader import MappingReader, kind
 from caliproxy.privacy.addresses import AddressPattern, GlobPattern
 from caliproxy.privacy.features import SENSITIVITY_VALUES
 from caliproxy.privacy.levels import DEFAULT_LEVELS, LevelScale
@@ -59,41 +60,16 @@ _RANGE_KEYS = ("min", "max")
 _HEADER_KEYS = ("name", "regex")
 
 
-class _Reader:
-    """Typed access to one YAML tree, failing with dotted paths and line numbers."""
+class _Reader(MappingReader):
+    """The reader with this section's own value types."""
 
-    def __init__(self, lines: Mapping[str, int] | None) -> None:
-        self._lines = lines or {}
 
-    def fail(self, path: str, message: str) -> NoReturn:
-        line = self._line(path)
-        where = f"{path} (line {line})" if line is not None else path
-        raise ConfigError(f"{where}: {message}")
 
-    def _line(self, path: str) -> int | None:
-        # Fall back to the nearest enclosing key that has a known line.
-        while path:
-            if path in self._lines:
-                return self._lines[path]
-            cut = max(path.rfind("."), path.rfind("["))
-            if cut <= 0:
-                return None
-            path = path[:cut]
-        return None
 
-    def mapping(self, value: object, path: str, allowed: tuple[str, ...]) -> Mapping[str, object]:
-        if not isinstance(value, Mapping):
-            self.fail(path, f"expected a mapping, got {_kind(value)}")
-        for key in value:
-            if not isinstance(key, str):
-                self.fail(path, f"keys must be strings, got {key!r}")
-            if key not in allowed:
-                self.fail(f"{path}.{key}", f"unknown key (known: {', '.join(allowed)})")
-        return value
 
     def string(self, value: object, path: str) -> str:
         if not isinstance(value, str) or not value.strip():
-            self.fail(path, f"expected a non-empty string, got {_kind(value)}")
+            self.fail(path, f"expected a non-empty string, got {kind(value)}")
         return value.strip()
 
     def strings(self, value: object, path: str) -> tuple[str, ...]:
@@ -101,17 +77,13 @@ class _Reader:
         if isinstance(value, str):
             return (self.string(value, path),)
         if not isinstance(value, list):
-            self.fail(path, f"expected a string or a list of strings, got {_kind(value)}")
+            self.fail(path, f"expected a string or a list of strings, got {kind(value)}")
         return tuple(self.string(item, f"{path}[{i}]") for i, item in enumerate(value))
 
-    def boolean(self, value: object, path: str) -> bool:
-        if not isinstance(value, bool):
-            self.fail(path, f"expected true or false, got {_kind(value)}")
-        return value
 
     def number(self, value: object, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(path, f"expected a number, got {_kind(value)}")
+            self.fail(path, f"expected a number, got {kind(value)}")
         return float(value)
 
     def score(self, value: object, path: str) -> int:
@@ -125,20 +97,6 @@ class _Reader:
             return make(*args)
         except PolicyError as exc:
             self.fail(path, str(exc))
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
 
 
 def _level_scale(names: tuple[str, ...]) -> LevelScale:
@@ -314,7 +272,7 @@ def policy_from_mapping(
     if "rules" in section:
         rules_value = section["rules"]
         if not isinstance(rules_value, list):
-            reader.fail(f"{path}.rules", f"expected a list of rules, got {_kind(rules_value)}")
+            reader.fail(f"{path}.rules", f"expected a list of rules, got {kind(rules_value)}")
         for i, rule_value in enumerate(rules_value):
             rules.append(_rule(reader, rule_value, f"{path}.rules[{i}]", i, levels))
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
-from caliproxy.errors import ConfigError, PolicyError
+from caliproxy.errors import PolicyError
+from caliproxy.mapping_reader import MappingReader, kind
 from caliproxy.privacy.levels import LevelScale
 from caliproxy.privacy.trust import ClientIdRule, Device, TrustPolicy, TrustRule
 
@@ -26,41 +27,16 @@ _ID_RULE_KEYS = ("name", "level", "match")
 _DEVICE_KEYS = ("name", "fingerprint", "expires", "revoked")
 
 
-class _Reader:
-    """Typed access to one YAML tree, failing with dotted paths and line numbers."""
+class _Reader(MappingReader):
+    """The reader with this section's own value types."""
 
-    def __init__(self, lines: Mapping[str, int] | None) -> None:
-        self._lines = lines or {}
 
-    def fail(self, path: str, message: str) -> NoReturn:
-        line = self._line(path)
-        where = f"{path} (line {line})" if line is not None else path
-        raise ConfigError(f"{where}: {message}")
 
-    def _line(self, path: str) -> int | None:
-        # Fall back to the nearest enclosing key that has a known line.
-        while path:
-            if path in self._lines:
-                return self._lines[path]
-            cut = max(path.rfind("."), path.rfind("["))
-            if cut <= 0:
-                return None
-            path = path[:cut]
-        return None
 
-    def mapping(self, value: object, path: str, allowed: tuple[str, ...]) -> Mapping[str, object]:
-        if not isinstance(value, Mapping):
-            self.fail(path, f"expected a mapping, got {_kind(value)}")
-        for key in value:
-            if not isinstance(key, str):
-                self.fail(path, f"keys must be strings, got {key!r}")
-            if key not in allowed:
-                self.fail(f"{path}.{key}", f"unknown key (known: {', '.join(allowed)})")
-        return value
 
     def items(self, value: object, path: str, what: str) -> list[object]:
         if not isinstance(value, list):
-            self.fail(path, f"expected a list of {what}, got {_kind(value)}")
+            self.fail(path, f"expected a list of {what}, got {kind(value)}")
         return value
 
     def string(self, value: object, path: str) -> str:
@@ -68,7 +44,7 @@ class _Reader:
         if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str) or not value.strip():
-            self.fail(path, f"expected a non-empty string, got {_kind(value)}")
+            self.fail(path, f"expected a non-empty string, got {kind(value)}")
         return value.strip()
 
     def strings(self, value: object, path: str) -> tuple[str, ...]:
@@ -79,10 +55,6 @@ class _Reader:
             self.fail(path, "expected at least one item")
         return tuple(self.string(item, f"{path}[{i}]") for i, item in enumerate(value))
 
-    def boolean(self, value: object, path: str) -> bool:
-        if not isinstance(value, bool):
-            self.fail(path, f"expected true or false, got {_kind(value)}")
-        return value
 
     def moment(self, value: object, path: str) -> datetime:
         """A date (valid through that whole day, UTC) or a date and time (naive: UTC)."""
@@ -97,7 +69,7 @@ class _Reader:
             return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         if isinstance(value, date):
             return datetime.combine(value + timedelta(days=1), time(0, 0), tzinfo=UTC)
-        self.fail(path, f"expected a date (2026-12-31) or date and time, got {_kind(value)}")
+        self.fail(path, f"expected a date (2026-12-31) or date and time, got {kind(value)}")
 
     def level(self, value: object, path: str, levels: LevelScale) -> str:
         name = self.string(value, path)
@@ -113,20 +85,6 @@ class _Reader:
             self.fail(path, str(exc))
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
-
-
 def _device(reader: _Reader, value: object, path: str) -> Device:
     data = reader.mapping(value, path, _DEVICE_KEYS)
     for key in ("name", "fingerprint"):
@@ -136,7 +94,7 @@ def _device(reader: _Reader, value: object, path: str) -> Device:
     if not isinstance(data["fingerprint"], str):
         # Unquoted, YAML may read colon-separated digits as a base-60 number.
         reader.fail(f"{path}.fingerprint",
-                    f"expected a quoted string, got {_kind(data['fingerprint'])}")
+                    f"expected a quoted string, got {kind(data['fingerprint'])}")
     fingerprint = reader.string(data["fingerprint"], f"{path}.fingerprint")
     expires = reader.moment(data["expires"], f"{path}.expires") if data.get("expires") is not None else None
     revoked = reader.boolean(data["revoked"], f"{path}.revoked") if "revoked" in data else False
