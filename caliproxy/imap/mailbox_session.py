@@ -102,6 +102,7 @@ class MailboxSession(ProxySession):
         self._idle_ok: bytes = b""
         # A client command's tagged answer, held while mail that arrived during it is classified
         self._held_tagged: tuple[Response, bytes] | None = None
+        self._unconfined: set[bytes] = set()  # SEARCHes the upstream ran over hidden mail too
         self.hidden_count = 0  # messages this session was not shown (for the audit log)
 
     # -- set up by the IO shell after login ---------------------------------------------------------
@@ -169,6 +170,8 @@ class MailboxSession(ProxySession):
         )
         if verb == "SEARCH":
             self._search_kinds.append((start.tag, start.uid))
+            if translated.unconfined:
+                self._unconfined.add(start.tag)
         if translated.partials is not None and translated.partials.entries:
             self._fetch_maps.append((start.tag, translated.partials))
         self._send_client_command(start, sent, translated.args)
@@ -220,6 +223,16 @@ class MailboxSession(ProxySession):
         pending = self._pending.get(tag or b"")
         if pending is None:
             return False
+        if tag in self._unconfined:
+            self._unconfined.discard(tag)
+            code = response.code
+            if code is not None and code.name == b"EXPUNGEISSUED":
+                # maybe about a hidden message: answered as if every message had been readable
+                data = tag + b" OK Search completed.\r\n"
+                response = parse_response(data)
+                if self._on_tagged(response, data) is False:
+                    self._tagged(response, data)
+                return True
         verb = pending.start.verb
         if (self._arrivals and self._mailbox is not None and list(self._pending) == [tag]
                 and tag != self._idle_tag and verb not in ("CLOSE", "UNSELECT", "LOGOUT")):
@@ -456,7 +469,9 @@ class MailboxSession(ProxySession):
         for _number, items in result.fetches:
             uid = items.get(b"UID")
             header = items.get(b"BODY[HEADER]")
-            if uid is not None and header is not None:
+            # NIL: expunged elsewhere, unreadable. Not judged (an empty header would be the
+            # default level), so unclassifiable: hidden below the top level, and never cached.
+            if uid is not None and header is not None and header.upper() != b"NIL":
                 headers.append((int(uid), header))
         assert self.classifier is not None
         return self.classifier.classify(mailbox, uidvalidity, headers)

@@ -44,6 +44,14 @@ from caliproxy.imap.virtual import OUR_NAME, OUR_NAME_UPPER, SPOOFED_NAME, SPOOF
 
 # A search key that matches no message, for sets that name only hidden or absent ones.
 _NOTHING: list[Token] = [Atom("NOT"), Atom("ALL")]
+# Longest visible UID set a SEARCH is confined to (the upstream's command line is finite: Dovecot
+# takes 64 KiB); beyond it the search runs unconfined and the session scrubs its answer.
+MAX_CONFINING_SET = 32 * 1024
+# What a command naming no visible message names upstream: the highest UID there can be, which
+# no message of a real mailbox has. The upstream then answers as it does for a set naming
+# nothing (its own words, its checks of the rest of the command) and reports new mail and
+# expunges as after any command, which an answer of our own would not.
+NO_MESSAGE = 4294967295
 _SECTION_ITEM = re.compile(r"^(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?$", re.IGNORECASE)
 
 
@@ -57,6 +65,8 @@ class Translated:
     local_status: bytes = b"OK"
     local_text: str = ""
     partials: PartialMap | None = None
+    # a SEARCH the upstream runs over hidden messages too: its [EXPUNGEISSUED] may be about them
+    unconfined: bool = False
 
 
 @dataclass
@@ -121,7 +131,7 @@ class SelectedMailbox:
         if verb in ("FETCH", "STORE", "COPY", "MOVE"):
             return self._translate_set_command(start, args, shift_partials)
         if verb == "SEARCH":
-            return Translated(args=self._translate_search(args, uid=start.uid))
+            return self._confined_search(self._translate_search(args, uid=start.uid))
         if verb == "EXPUNGE":
             return self._translate_expunge(start, args)
         return Translated(args=args)
@@ -132,10 +142,7 @@ class SelectedMailbox:
         if start.uid:
             uids = self.view.uids_for_uid_set(ranges)
             if not uids:
-                # Dovecot's words for a UID set that names no message
-                text = ("No messages found." if start.verb in ("COPY", "MOVE")
-                        else f"{start.verb.capitalize()} completed.")
-                return Translated(local_text=text)
+                return self._naming_nothing(start, args)
             new_set = Atom(format_sequence_set(uids).decode())
         else:
             if not self._seq_set_ok(ranges):
@@ -215,6 +222,21 @@ class SelectedMailbox:
             return [[shift(t) for t in first], *items[1:]], partials
         return [shift(t) for t in items], partials
 
+    def _confined_search(self, keys: list[Token]) -> Translated:
+        """The search confined to the visible messages (``UID <visible>`` ANDed to its keys).
+
+        The upstream's answer then depends on visible messages only: results are filtered anyway,
+        but its ``[EXPUNGEISSUED]`` says that a message the search had to read was expunged
+        elsewhere, and that message could be a hidden one."""
+        if not self.hides:
+            return Translated(args=keys)
+        visible = (format_sequence_set(self.view.visible) if self.view.visible
+                   else str(NO_MESSAGE).encode())
+        if len(visible) > MAX_CONFINING_SET:
+            return Translated(args=keys, unconfined=True)
+        head = 2 if keys and isinstance(keys[0], Atom) and keys[0].upper() == "CHARSET" else 0
+        return Translated(args=[*keys[:head], Atom("UID"), Atom(visible.decode()), *keys[head:]])
+
     def _translate_search(self, args: list[Token], *, uid: bool) -> list[Token]:
         """Sequence-set and UID search keys name only visible messages, in upstream numbers.
 
@@ -265,8 +287,18 @@ class SelectedMailbox:
         else:
             uids = list(self.view.visible)
         if not uids:
-            return Translated(local_text="Expunge completed.")
+            return self._naming_nothing(start, [Atom("0")], verb="EXPUNGE")
         return Translated(args=[Atom(format_sequence_set(uids).decode())], verb="EXPUNGE", uid=True)
+
+    def _naming_nothing(self, start: CommandStart, args: list[Token], *, verb: str | None = None
+                        ) -> Translated:
+        """The command with its message set replaced by one naming no message (see NO_MESSAGE)."""
+        if NO_MESSAGE in self.view.uids:
+            # (a mailbox that used up every UID: answer ourselves, as Dovecot would)
+            text = ("No messages found." if start.verb in ("COPY", "MOVE")
+                    else f"{start.verb.capitalize()} completed.")
+            return Translated(local_text=text)
+        return Translated(args=[Atom(str(NO_MESSAGE)), *args[1:]], verb=verb, uid=True)
 
     def visible_uid_set(self) -> bytes | None:
         return format_sequence_set(self.view.visible) if self.view.visible else None

@@ -224,6 +224,23 @@ def test_idle_while_secret_mail_arrives_and_changes(mailbox: Mailbox, hostile: W
     mailbox.check(hostile)
 
 
+def test_expunge_of_secret_mail_elsewhere_is_not_heard(mailbox: Mailbox, hostile: WireClient) -> None:
+    """Until this session hears of it, a message expunged elsewhere is still numbered, and a
+    SEARCH that must read it is answered with [EXPUNGEISSUED]: not when the message is secret."""
+    trusted = mailbox.hiding.trusted()
+    assert trusted.command("SELECT INBOX").ok
+    assert trusted.command("UID STORE 2,8 +FLAGS.SILENT (\\Deleted)").ok
+    assert trusted.command("UID EXPUNGE 2,8").ok
+    trusted.command("LOGOUT")
+    for command in ("SEARCH SUBJECT SECRET", "UID SEARCH TEXT payroll", "UID SEARCH LARGER 10",
+                    "SEARCH HEADER Message-ID hiding", "UID FETCH 1:* (UID BODY.PEEK[TEXT])",
+                    "FETCH 1:* (RFC822.SIZE)", "UID SEARCH ALL"):
+        reply = hostile.command(command)
+        assert reply.tagged.split(b" ", 2)[2].startswith((b"Search completed", b"Fetch completed")), command
+    assert hostile.command("NOOP").untagged == []
+    mailbox.check(hostile)
+
+
 def test_literal_tricks(mailbox: Mailbox, hostile: WireClient) -> None:
     # a command hidden inside a literal is data, never a command
     payload = b"x\r\nz1 UID FETCH 2 (BODY[])\r\nz2 UID STORE 2 +FLAGS (\\Deleted)"

@@ -194,7 +194,11 @@ def test_select_of_a_mailbox_with_only_hidden_mail_looks_empty() -> None:
         b"C: b FETCH * (FLAGS)",
         b">C: b BAD Error in IMAP command FETCH: Invalid messageset.",
         b"C: c UID FETCH 1:* (FLAGS)",
+        b">S: c UID FETCH 4294967295 (FLAGS)",
+        b"S: c OK Fetch completed.",
         b">C: c OK Fetch completed.",
+        b"C: d SEARCH ALL",
+        b">S: d SEARCH UID 4294967295 ALL",
     ])
 
 
@@ -211,7 +215,7 @@ def test_uid_range_to_star_ends_at_the_last_visible_message(selected: Playbook) 
         b"S: b OK Fetch completed.",
         b">C: b OK Fetch completed.",
         b"C: c UID SEARCH UID 9:*",
-        b">S: c UID SEARCH UID 3",
+        b">S: c UID SEARCH UID 1,3 UID 3",
         b"S: * SEARCH 3",
         b">C: * SEARCH 3",
         b"S: c OK Search completed.",
@@ -222,19 +226,36 @@ def test_uid_range_to_star_ends_at_the_last_visible_message(selected: Playbook) 
 
 
 def test_uid_commands_naming_only_hidden_uids_act_on_nothing(selected: Playbook) -> None:
+    """They go upstream naming UID 4294967295, which no message has: the upstream answers in its
+    own words (and checks the rest, a COPY's mailbox say) and reports new mail as it would."""
     selected([
         b"C: b UID FETCH 2,4 (BODY[])",
+        b">S: b UID FETCH 4294967295 (BODY[])",
+        b"S: b OK Fetch completed.",
         b">C: b OK Fetch completed.",
         b"C: c UID STORE 2 +FLAGS (\\Deleted)",
+        b">S: c UID STORE 4294967295 +FLAGS (\\Deleted)",
+        b"S: * 5 EXISTS",
+        b"S: c OK Store completed.",
+        b">S: cp.5 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(5, 5, "news"),
+        b"S: cp.5 OK Fetch completed.",
+        b">C: * 3 EXISTS",
         b">C: c OK Store completed.",
-        b"C: d UID COPY 4 Trash",
-        b">C: d OK No messages found.",
+        b"C: d UID COPY 4 Nowhere",
+        b">S: d UID COPY 4294967295 Nowhere",
+        b"S: d NO [TRYCREATE] Mailbox doesn't exist: Nowhere",
+        b">C: d NO [TRYCREATE] Mailbox doesn't exist: Nowhere",
         b"C: e UID MOVE 2:2 Trash",
+        b">S: e UID MOVE 4294967295 Trash",
+        b"S: e OK No messages found.",
         b">C: e OK No messages found.",
         b"C: f UID EXPUNGE 4",
+        b">S: f UID EXPUNGE 4294967295",
+        b"S: f OK Expunge completed.",
         b">C: f OK Expunge completed.",
         b"C: g UID SEARCH UID 2,4",
-        b">S: g UID SEARCH (NOT ALL)",
+        b">S: g UID SEARCH UID 1,3,5 (NOT ALL)",
     ])
 
 
@@ -316,13 +337,13 @@ def test_move_by_sequence_number_renumbers_the_expunge(selected: Playbook) -> No
 def test_search_results_are_filtered_and_renumbered(selected: Playbook) -> None:
     selected([
         b"C: b SEARCH ALL",
-        b">S: b SEARCH ALL",
+        b">S: b SEARCH UID 1,3 ALL",
         b"S: * SEARCH 1 2 3 4",
         b">C: * SEARCH 1 2",
         b"S: b OK Search completed.",
         b">C: b OK Search completed.",
         b"C: c UID SEARCH SUBJECT SECRET",
-        b">S: c UID SEARCH SUBJECT SECRET",
+        b">S: c UID SEARCH UID 1,3 SUBJECT SECRET",
         b"S: * SEARCH 2 4",
         b">C: * SEARCH",
         b"S: c OK Search completed.",
@@ -330,16 +351,56 @@ def test_search_results_are_filtered_and_renumbered(selected: Playbook) -> None:
     ])
 
 
+def test_search_runs_over_visible_messages_only(selected: Playbook) -> None:
+    """Confined to the visible UIDs, the upstream's [EXPUNGEISSUED] can only be about a message
+    the client sees; with none visible the proxy answers itself."""
+    selected([
+        b"C: b SEARCH CHARSET UTF-8 BODY lunch",
+        b">S: b SEARCH CHARSET UTF-8 UID 1,3 BODY lunch",
+        b"S: * SEARCH",
+        b">C: * SEARCH",
+        b"S: b OK [EXPUNGEISSUED] Some messages were already expunged.",
+        b">C: b OK [EXPUNGEISSUED] Some messages were already expunged.",
+        b"C: c UID EXPUNGE 1:*",
+        b">S: c UID EXPUNGE 1,3",
+        b"S: * 3 EXPUNGE",
+        b">C: * 2 EXPUNGE",
+        b"S: * 1 EXPUNGE",
+        b">C: * 1 EXPUNGE",
+        b"S: c OK Expunge completed.",
+        b">C: c OK Expunge completed.",
+        b"C: d UID SEARCH SUBJECT SECRET",
+        b">S: d UID SEARCH UID 4294967295 SUBJECT SECRET",
+    ])
+
+
+def test_an_unconfined_search_never_says_expungeissued(selected: Playbook,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A visible set too long for one command line: the search runs over every message, and an
+    [EXPUNGEISSUED] (maybe about a hidden one) is not passed on."""
+    monkeypatch.setattr("caliproxy.imap.selected.MAX_CONFINING_SET", 2)
+    selected([
+        b"C: b SEARCH SUBJECT SECRET",
+        b">S: b SEARCH SUBJECT SECRET",
+        b"S: * SEARCH 2",
+        b">C: * SEARCH",
+        b"S: b OK [EXPUNGEISSUED] Some messages were already expunged.",
+        b">C: b OK Search completed.",
+        b"C: c NOOP",
+        b">S: c NOOP",
+    ])
+
+
 def test_search_sequence_set_and_uid_keys_name_only_visible_messages(selected: Playbook) -> None:
     selected([
         b"C: b SEARCH 2:* NOT UID 4",
-        b">S: b SEARCH 3 NOT (NOT ALL)",
+        b">S: b SEARCH UID 1,3 3 NOT (NOT ALL)",
         b"S: * SEARCH 3",
         b">C: * SEARCH 2",
         b"S: b OK Search completed.",
         b">C: b OK Search completed.",
         b"C: c UID SEARCH OR UID 1:2 (LARGER 1000 1:*)",
-        b">S: c UID SEARCH OR UID 1 (LARGER 1000 1,3)",
+        b">S: c UID SEARCH UID 1,3 OR UID 1 (LARGER 1000 1,3)",
         b"S: * SEARCH 1",
         b">C: * SEARCH 1",
         b"S: c OK Search completed.",
@@ -366,7 +427,7 @@ def test_expunge_only_removes_visible_messages(selected: Playbook) -> None:
         b"S: c OK Expunge completed.",
         b">C: c OK Expunge completed.",
         b"C: d EXPUNGE",
-        b">C: d OK Expunge completed.",
+        b">S: d UID EXPUNGE 4294967295",
     ])
 
 
@@ -452,15 +513,16 @@ def test_pipelined_sequence_numbers_wait_for_the_commands_before_them(selected: 
     ])
 
 
-def test_pipelined_uid_commands_go_at_once_and_local_answers_keep_their_place(
+def test_pipelined_uid_commands_go_at_once(
         selected: Playbook) -> None:
     selected([
         b"C| b UID FETCH 1 (UID)\r\nc UID FETCH 4 (UID)\r\nd UID FETCH 3 (UID)\r\n",
-        b">S| b UID FETCH 1 (UID)\r\nd UID FETCH 3 (UID)\r\n",
+        b">S| b UID FETCH 1 (UID)\r\nc UID FETCH 4294967295 (UID)\r\nd UID FETCH 3 (UID)\r\n",
         b"S: * 1 FETCH (UID 1)",
         b">C: * 1 FETCH (UID 1)",
         b"S: b OK Fetch completed.",
         b">C: b OK Fetch completed.",
+        b"S: c OK Fetch completed.",
         b">C: c OK Fetch completed.",
         b"S: * 3 FETCH (UID 3)",
         b">C: * 2 FETCH (UID 3)",
@@ -469,14 +531,15 @@ def test_pipelined_uid_commands_go_at_once_and_local_answers_keep_their_place(
     ])
 
 
-def test_pipelined_sequence_commands_behind_a_local_answer(selected: Playbook) -> None:
+def test_pipelined_sequence_commands_wait_behind_uid_commands(selected: Playbook) -> None:
     selected([
         b"C| b FETCH 1 (UID)\r\nc UID FETCH 4 (UID)\r\nd FETCH 2 (UID)\r\n",
-        b">S| b FETCH 1 (UID)\r\n",
+        b">S| b FETCH 1 (UID)\r\nc UID FETCH 4294967295 (UID)\r\n",
         b"S: * 1 FETCH (UID 1)",
         b">C: * 1 FETCH (UID 1)",
         b"S: b OK Fetch completed.",
         b">C: b OK Fetch completed.",
+        b"S: c OK Fetch completed.",
         b">C: c OK Fetch completed.",
         b">S: d FETCH 3 (UID)",
         b"S: * 3 FETCH (UID 3)",
@@ -842,3 +905,27 @@ def test_recent_after_an_expunge_waits_for_the_exists_of_new_mail(selected: Play
         b">C: * 0 RECENT",
         b">C: b OK NOOP completed.",
     ])
+
+
+def test_new_mail_already_expunged_when_classified_stays_hidden(selected: Playbook) -> None:
+    """A message that arrived and was expunged elsewhere before this session could read it comes
+    back with a NIL header. It cannot be judged, so it is not shown (whatever it was); its EXPUNGE
+    is swallowed later, as for any hidden message."""
+    selected([
+        b"C: b SEARCH ALL",
+        b">S: b SEARCH UID 1,3 ALL",
+        b"S: * SEARCH 1 3",
+        b">C: * SEARCH 1 2",
+        b"S: * 5 EXISTS",
+        b"S: b OK Search completed.",
+        b">S: cp.5 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
+        b"S: * 5 FETCH (UID 5 FLAGS (\\Deleted) BODY[HEADER] NIL)",
+        b"S: cp.5 OK [EXPUNGEISSUED] Some messages were already expunged.",
+        b">C: b OK Search completed.",
+        b"C: c NOOP",
+        b">S: c NOOP",
+        b"S: * 5 EXPUNGE",
+        b"S: c OK NOOP completed.",
+        b">C: c OK NOOP completed.",
+    ])
+    assert selected.session.classifier.cache.keys() == {1, 2, 3, 4}  # nothing cached for UID 5
