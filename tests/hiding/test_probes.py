@@ -241,6 +241,28 @@ def test_expunge_of_secret_mail_elsewhere_is_not_heard(mailbox: Mailbox, hostile
     mailbox.check(hostile)
 
 
+def test_secret_mail_expunged_before_it_could_be_read(mailbox: Mailbox, hostile: WireClient) -> None:
+    """Secret mail delivered and expunged elsewhere while an expunge of other secret mail is still
+    owed to this session: Dovecot must announce it (EXISTS) but cannot show its header. Unjudged,
+    it stays hidden; it is not announced as a message of the default level. (The other client
+    talks to Dovecot directly, so the proxy never saw the message.)"""
+    trusted = mailbox.hiding.direct("alice")
+    assert trusted.command("SELECT INBOX").ok
+    arriving = secret_message()
+    mailbox.secrets.append(arriving)
+    mailbox.hiding.dovecot.deliver("alice", arriving.raw)
+    assert trusted.command("NOOP").ok
+    assert trusted.command("UID STORE 2,9 +FLAGS.SILENT (\\Deleted)").ok
+    assert trusted.command("UID EXPUNGE 2,9").ok
+    trusted.command("LOGOUT")
+    reply = hostile.command("SEARCH ALL")  # no EXPUNGE may come during SEARCH
+    assert reply.untagged == [b"* SEARCH 1 2 3 4\r\n"], reply.untagged
+    assert hostile.command("FETCH 5 (UID FLAGS)").status == b"BAD"
+    assert hostile.command("NOOP").untagged == []
+    mailbox.check(hostile)
+    assert b"UID 9" not in hostile.received
+
+
 def test_literal_tricks(mailbox: Mailbox, hostile: WireClient) -> None:
     # a command hidden inside a literal is data, never a command
     payload = b"x\r\nz1 UID FETCH 2 (BODY[])\r\nz2 UID STORE 2 +FLAGS (\\Deleted)"
