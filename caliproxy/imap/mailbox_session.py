@@ -57,6 +57,7 @@ class _OpResult:
     """What one internal command produced."""
 
     status: bytes = b""
+    code: bytes = b""  # the tagged response's code name
     search: list[int] = field(default_factory=list)
     fetches: list[tuple[int, dict[bytes, bytes]]] = field(default_factory=list)
     status_items: dict[bytes, int] = field(default_factory=dict)
@@ -102,7 +103,8 @@ class MailboxSession(ProxySession):
         self._idle_ok: bytes = b""
         # A client command's tagged answer, held while mail that arrived during it is classified
         self._held_tagged: tuple[Response, bytes] | None = None
-        self._unconfined: set[bytes] = set()  # SEARCHes the upstream ran over hidden mail too
+        # SEARCHes the upstream ran over hidden mail too: tag -> the same confined to visible mail
+        self._unconfined: dict[bytes, list[Token] | None] = {}
         self.hidden_count = 0  # messages this session was not shown (for the audit log)
 
     # -- set up by the IO shell after login ---------------------------------------------------------
@@ -134,6 +136,7 @@ class MailboxSession(ProxySession):
             or self._selecting is not None
             or self._flow is not None
             or self._deferred is not None
+            or bool(self._unconfined)  # its answer may need a question of our own
         )
 
     def _on_command(self, start: CommandStart, args: list[Token], current: _Assembling) -> bool:
@@ -171,7 +174,7 @@ class MailboxSession(ProxySession):
         if verb == "SEARCH":
             self._search_kinds.append((start.tag, start.uid))
             if translated.unconfined:
-                self._unconfined.add(start.tag)
+                self._unconfined[start.tag] = translated.confined
         if translated.partials is not None and translated.partials.entries:
             self._fetch_maps.append((start.tag, translated.partials))
         self._send_client_command(start, sent, translated.args)
@@ -200,6 +203,7 @@ class MailboxSession(ProxySession):
         if tag is not None and tag == self._flow_tag:
             result = self._flow_result
             result.status = response.status or b""
+            result.code = response.code.name if response.code is not None else b""
             self._flow_send(result)
             return True
         selecting = self._selecting
@@ -224,14 +228,12 @@ class MailboxSession(ProxySession):
         if pending is None:
             return False
         if tag in self._unconfined:
-            self._unconfined.discard(tag)
+            confined = self._unconfined.pop(tag)
             code = response.code
             if code is not None and code.name == b"EXPUNGEISSUED":
-                # maybe about a hidden message: answered as if every message had been readable
-                data = tag + b" OK Search completed.\r\n"
-                response = parse_response(data)
-                if self._on_tagged(response, data) is False:
-                    self._tagged(response, data)
+                # Maybe about a hidden message: ask the search again over the visible ones.
+                self._held_tagged = (response, data)
+                self._start_flow(self._expunge_issued_flow(tag, confined), None)
                 return True
         verb = pending.start.verb
         if (self._arrivals and self._mailbox is not None and list(self._pending) == [tag]
@@ -476,6 +478,20 @@ class MailboxSession(ProxySession):
         assert self.classifier is not None
         return self.classifier.classify(mailbox, uidvalidity, headers)
 
+    def _expunge_issued_flow(self, tag: bytes, confined: list[Token] | None) -> Flow:
+        """Keep a SEARCH's [EXPUNGEISSUED] only when a visible message is what it is about."""
+        keys = None
+        if confined is not None:
+            fragments, literals = serialize(confined)
+            keys = None if literals else b"".join(fragments)
+        if keys is not None:
+            result = yield b"UID SEARCH " + keys
+            if result.status == b"OK" and result.code == b"EXPUNGEISSUED":
+                return
+        # (a search whose keys need literals is not asked again: the code is dropped)
+        data = tag + b" OK Search completed.\r\n"
+        self._held_tagged = (parse_response(data), data)
+
     # -- new mail ----------------------------------------------------------------------------------
 
     def _maybe_start_arrivals(self) -> None:
@@ -615,6 +631,9 @@ class MailboxSession(ProxySession):
     def _after_flow(self) -> None:
         held = self._held_tagged
         if held is not None:
+            if self._arrivals and self._mailbox is not None:
+                self._start_flow(self._arrivals_flow(), None)  # still held: EXISTS comes first
+                return
             self._held_tagged = None
             self._tagged(*held)
         if self._idle_interrupt == "flow":

@@ -44,8 +44,8 @@ from caliproxy.imap.virtual import OUR_NAME, OUR_NAME_UPPER, SPOOFED_NAME, SPOOF
 
 # A search key that matches no message, for sets that name only hidden or absent ones.
 _NOTHING: list[Token] = [Atom("NOT"), Atom("ALL")]
-# Longest visible UID set a SEARCH is confined to (the upstream's command line is finite: Dovecot
-# takes 64 KiB); beyond it the search runs unconfined and the session scrubs its answer.
+# Longest visible UID set a search is confined to (the upstream's command line is finite:
+# Dovecot takes 64 KiB).
 MAX_CONFINING_SET = 32 * 1024
 # What a command naming no visible message names upstream: the highest UID there can be, which
 # no message of a real mailbox has. The upstream then answers as it does for a set naming
@@ -65,8 +65,10 @@ class Translated:
     local_status: bytes = b"OK"
     local_text: str = ""
     partials: PartialMap | None = None
-    # a SEARCH the upstream runs over hidden messages too: its [EXPUNGEISSUED] may be about them
+    # a SEARCH the upstream runs over hidden messages too: its [EXPUNGEISSUED] may be about one
+    # of them. ``confined`` asks the same over the visible ones only (None: cannot be asked).
     unconfined: bool = False
+    confined: list[Token] | None = None
 
 
 @dataclass
@@ -223,11 +225,14 @@ class SelectedMailbox:
         return [shift(t) for t in items], partials
 
     def _confined_search(self, keys: list[Token]) -> Translated:
-        """The search confined to the visible messages (``UID <visible>`` ANDed to its keys).
+        """The search as the client asked it, and the same confined to the visible messages.
 
-        The upstream's answer then depends on visible messages only: results are filtered anyway,
-        but its ``[EXPUNGEISSUED]`` says that a message the search had to read was expunged
-        elsewhere, and that message could be a hidden one."""
+        Results are filtered anyway, but the upstream's ``[EXPUNGEISSUED]`` says that a message
+        the search had to read was expunged elsewhere, and that message could be a hidden one;
+        the session then asks the confined search (``UID <visible>`` ANDed to the keys) whether
+        it was. The client's own search is not sent confined: Dovecot holds back EXPUNGEs after
+        a search naming a message set, so the client would hear of expunges later than it does
+        from the same mailbox without hidden mail."""
         if not self.hides:
             return Translated(args=keys)
         visible = (format_sequence_set(self.view.visible) if self.view.visible
@@ -235,7 +240,8 @@ class SelectedMailbox:
         if len(visible) > MAX_CONFINING_SET:
             return Translated(args=keys, unconfined=True)
         head = 2 if keys and isinstance(keys[0], Atom) and keys[0].upper() == "CHARSET" else 0
-        return Translated(args=[*keys[:head], Atom("UID"), Atom(visible.decode()), *keys[head:]])
+        confined = [*keys[:head], Atom("UID"), Atom(visible.decode()), *keys[head:]]
+        return Translated(args=keys, unconfined=True, confined=confined)
 
     def _translate_search(self, args: list[Token], *, uid: bool) -> list[Token]:
         """Sequence-set and UID search keys name only visible messages, in upstream numbers.

@@ -3,9 +3,10 @@ received the secret mail.
 
 Two mailboxes on one real Dovecot: ``alice``'s gets every delivery, visible and secret; ``bob``'s
 gets only the visible ones, the same bytes in the same order. Hypothesis drives random sequences of
-deliveries, expunges by a trusted session (on ``alice``, mirrored on ``bob`` for visible mail) and
-commands of an untrusted client (FETCH and UID FETCH of random sets with ``*``, SEARCH with
-sequence-set and UID keys, STORE, EXPUNGE, UID EXPUNGE, NOOP, SELECT again). The client on
+deliveries, expunges by a trusted session (through the proxy or straight to Dovecot; on ``alice``,
+mirrored on ``bob`` for visible mail) and commands of an untrusted client (FETCH and UID FETCH of
+random sets with ``*``, SEARCH with sequence-set and UID keys, STORE, EXPUNGE, UID EXPUNGE, NOOP,
+SELECT again). The client on
 ``alice`` talks to the proxy's ``cafe`` listener, the client on ``bob`` to its ``trusted`` one;
 everything each receives is compared after normalising only what must differ: UIDs (mapped to the
 message they name), UIDNEXT and UIDVALIDITY, and Dovecot's timing text.
@@ -138,8 +139,10 @@ class HidingModel(RuleBasedStateMachine):
             for marker in secret.markers:
                 assert marker not in data, f"{marker!r} reached the untrusted client"
 
-    def trusted(self, user: str) -> WireClient:
-        client = self.hiding.trusted(user)
+    def trusted(self, user: str, *, direct: bool) -> WireClient:
+        """A session that sees everything: through the proxy, or straight to Dovecot (then the
+        proxy has never seen what it does)."""
+        client = self.hiding.direct(user) if direct else self.hiding.trusted(user)
         assert client.command(f"SELECT {self.name}").ok
         return client
 
@@ -198,11 +201,12 @@ class HidingModel(RuleBasedStateMachine):
         if not candidates:
             return
         victim = data.draw(st.sampled_from(candidates))
+        direct = data.draw(st.booleans())
         self.expunge_unannounced |= not victim.secret
         for side in (A, B):
             # bob's trusted session selects even when it has nothing to expunge: a session that
             # selects takes \Recent of the mail no one has seen yet, on both sides alike
-            client = self.trusted(side)
+            client = self.trusted(side, direct=direct)
             if side in victim.uid:
                 assert client.command(f"UID STORE {victim.uid[side]} +FLAGS.SILENT (\\Deleted)").ok
                 assert client.command(f"UID EXPUNGE {victim.uid[side]}").ok
