@@ -190,7 +190,11 @@ def test_thunderbird_without_idle_nudge(
         nudge_idle=False,
     )
     print(f"no nudge: {result.timings} notes={result.notes}")
-    assert result.messages == messages
+    # On this slow path Thunderbird's log may not yet name a message's size when the store is
+    # read, and a message without a final line break cannot be told from one with it (see the
+    # driver): exact for every other message, the line break aside for that one.
+    for got, sent in zip(result.messages, messages, strict=True):
+        assert got == sent or (not sent.endswith(b"\r\n") and got == sent + b"\r\n")
     assert result.uids == list(range(1, len(messages) + 1))
 
 
