@@ -105,6 +105,7 @@ class MailboxSession(ProxySession):
         self._held_tagged: tuple[Response, bytes] | None = None
         # SEARCHes the upstream ran over hidden mail too: tag -> the same confined to visible mail
         self._unconfined: dict[bytes, list[Token] | None] = {}
+        self._expunged_during: list[bool] = []  # while one is in flight: each EXPUNGE, visible?
         self.hidden_count = 0  # messages this session was not shown (for the audit log)
 
     # -- set up by the IO shell after login ---------------------------------------------------------
@@ -229,11 +230,12 @@ class MailboxSession(ProxySession):
             return False
         if tag in self._unconfined:
             confined = self._unconfined.pop(tag)
+            expunged, self._expunged_during = self._expunged_during, []
             code = response.code
             if code is not None and code.name == b"EXPUNGEISSUED":
-                # Maybe about a hidden message: ask the search again over the visible ones.
+                # Maybe about a hidden message.
                 self._held_tagged = (response, data)
-                self._start_flow(self._expunge_issued_flow(tag, confined), None)
+                self._start_flow(self._expunge_issued_flow(tag, confined, expunged), None)
                 return True
         verb = pending.start.verb
         if (self._arrivals and self._mailbox is not None and list(self._pending) == [tag]
@@ -353,6 +355,8 @@ class MailboxSession(ProxySession):
             return  # a message the client had not been told of yet
         mailbox.recent.discard(mailbox.view.uids[number - 1])
         client = mailbox.view.expunge_upstream_seq(number)
+        if self._unconfined:
+            self._expunged_during.append(client is not None)
         if client is not None and deliver:
             self._to_client(b"* %d EXPUNGE\r\n" % client)
 
@@ -478,9 +482,18 @@ class MailboxSession(ProxySession):
         assert self.classifier is not None
         return self.classifier.classify(mailbox, uidvalidity, headers)
 
-    def _expunge_issued_flow(self, tag: bytes, confined: list[Token] | None) -> Flow:
-        """Keep a SEARCH's [EXPUNGEISSUED] only when a visible message is what it is about."""
+    def _expunge_issued_flow(self, tag: bytes, confined: list[Token] | None,
+                             expunged: list[bool]) -> Flow:
+        """Keep a SEARCH's [EXPUNGEISSUED] only when a visible message is what it is about.
+
+        A UID SEARCH ends with the EXPUNGEs it could not read (``expunged``: visible or not);
+        otherwise they are still to come, and the same search over the visible messages alone
+        says whether one of them is visible."""
+        if any(expunged):
+            return
         keys = None
+        if expunged:
+            confined = None  # only hidden ones
         if confined is not None:
             fragments, literals = serialize(confined)
             keys = None if literals else b"".join(fragments)

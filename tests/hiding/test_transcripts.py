@@ -381,6 +381,27 @@ def test_expungeissued_of_a_search_is_kept_only_when_about_visible_mail(selected
     ])
 
 
+def test_expungeissued_of_a_uid_search_follows_the_expunges_it_ends_with(selected: Playbook) -> None:
+    """A UID SEARCH ends with the EXPUNGEs of what it could not read: they tell which it was."""
+    selected([
+        b"C: b UID SEARCH TEXT lunch",
+        b">S: b UID SEARCH TEXT lunch",
+        b"S: * SEARCH",
+        b">C: * SEARCH",
+        b"S: * 4 EXPUNGE",  # hidden
+        b"S: b OK [EXPUNGEISSUED] Some messages were already expunged.",
+        b">C: b OK Search completed.",
+        b"C: c UID SEARCH TEXT lunch",
+        b">S: c UID SEARCH TEXT lunch",
+        b"S: * SEARCH",
+        b">C: * SEARCH",
+        b"S: * 1 EXPUNGE",  # visible
+        b">C: * 1 EXPUNGE",
+        b"S: c OK [EXPUNGEISSUED] Some messages were already expunged.",
+        b">C: c OK [EXPUNGEISSUED] Some messages were already expunged.",
+    ])
+
+
 def test_a_search_too_wide_to_ask_again_never_says_expungeissued(
         selected: Playbook, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("caliproxy.imap.selected.MAX_CONFINING_SET", 2)
