@@ -138,7 +138,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config, check_files=False)
-        message = Path(args.message).read_bytes()
+        message = sys.stdin.buffer.read() if args.message == "-" else Path(args.message).read_bytes()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser(
         "explain", help="show a message's features, privacy index, level and every reason"
     )
-    explain.add_argument("message", metavar="MESSAGE.eml", help="a whole message (RFC 5322 file)")
+    explain.add_argument("message", metavar="MESSAGE.eml",
+                         help="a whole message (RFC 5322 file); - reads standard input")
     explain.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML configuration")
     explain.add_argument("--account", default="", help="account the message belongs to")
     explain.add_argument("--mailbox", default="INBOX", help="mailbox it is in (default: %(default)s)")

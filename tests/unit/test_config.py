@@ -114,3 +114,17 @@ def test_policy_errors_name_their_path_and_line() -> None:
     text = MINIMAL + "policy:\n  default_level: nope\n"
     with pytest.raises(ConfigError, match=r"policy.default_level.*line 11.*unknown level"):
         parse_config(text)
+
+
+def test_explain_reads_a_file_or_standard_input(tmp_path: Path) -> None:
+    from caliproxy.demo.seed import pgp_mime
+
+    message = tmp_path / "m.eml"
+    message.write_bytes(pgp_mime())
+    run = [sys.executable, "-m", "caliproxy", "explain", "-c", str(EXAMPLE)]
+    from_file = subprocess.run(run + [str(message)], capture_output=True, text=True)
+    from_stdin = subprocess.run(run + ["-"], input=pgp_mime().decode(), capture_output=True, text=True)
+    assert from_file.returncode == from_stdin.returncode == 0, from_file.stderr + from_stdin.stderr
+    assert "Confidentiality: secret" in from_file.stdout and from_file.stdout == from_stdin.stdout
+    missing = subprocess.run(run + [str(tmp_path / "absent.eml")], capture_output=True, text=True)
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
