@@ -22,14 +22,14 @@ from caliproxy.imap.session import SessionSettings, UpstreamSecurity
 from caliproxy.net import facts, tls
 from caliproxy.net.imap_proxy import ClientFactory, ListenerContext, UpstreamEndpoint
 from caliproxy.net.proxy_protocol import ProxyProtocolFactory, parse_networks
-from caliproxy.observe.metrics import Metrics
-from caliproxy.store.cache import ClassificationCache
-from caliproxy.store.classifier import SessionClassifier, VerdictMemory
 from caliproxy.net.smtp_server import SubmissionContext, SubmissionListener
 from caliproxy.net.smtp_tls import server_ssl_context
 from caliproxy.net.smtp_upstream import UpstreamTarget
+from caliproxy.observe.metrics import Metrics
 from caliproxy.smtp.relay import LoginChecked, MessageRelayed
 from caliproxy.smtp.tagging import NO_TAGGING, PrivacyTagger
+from caliproxy.store.cache import ClassificationCache
+from caliproxy.store.classifier import SessionClassifier, VerdictMemory
 
 log = logging.getLogger("caliproxy.service")
 audit = logging.getLogger("caliproxy.audit")

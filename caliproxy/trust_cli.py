@@ -18,7 +18,12 @@ from typing import Any
 
 from caliproxy.config import Config, load_config
 from caliproxy.errors import ConfigError, PolicyError
-from caliproxy.privacy.trust import ConnectionFacts, clearance, normalise_fingerprint, parse_tls_version
+from caliproxy.privacy.trust import (
+    ConnectionFacts,
+    clearance,
+    normalise_fingerprint,
+    parse_tls_version,
+)
 
 
 class UsageError(Exception):

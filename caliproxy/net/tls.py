@@ -10,19 +10,15 @@ import re
 from pathlib import Path
 
 from OpenSSL import crypto
+from service_identity import CertificateError, VerificationError
+from service_identity.cryptography import verify_certificate_hostname, verify_certificate_ip_address
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLContextFactory
 from zope.interface import implementer
 
 from caliproxy.errors import ConfigError
 
-try:
-    from service_identity import CertificateError, VerificationError
-    from service_identity.cryptography import verify_certificate_hostname, verify_certificate_ip_address
-except ImportError:  # pragma: no cover - service-identity is a declared dependency
-    raise
-
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 def _load_certificates(path: Path) -> list[crypto.X509]:
@@ -75,7 +71,7 @@ class ReloadableServerOptions:
     def replace(self, options: ssl.CertificateOptions) -> None:
         self._options = options
 
-    def getContext(self) -> object:  # noqa: N802 - Twisted's interface name
+    def getContext(self) -> object:  # Twisted's interface name
         if self._options is None:
             raise ConfigError("no TLS certificate is configured")
         return self._options.getContext()

@@ -36,7 +36,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: TLS protocol versions, oldest first; rules compare by position.
 TLS_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3")
 
-_TLS_VERSION = re.compile(r"^(?:tls)?\s*v?\s*(1\.[0-3])$", re.I)
+_TLS_VERSION = re.compile(r"^(?:tls)?\s*v?\s*(1\.[0-3])$", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SHOWN = 64  # longest client-supplied string quoted in a reason
