@@ -99,7 +99,7 @@ class HidingModel(RuleBasedStateMachine):
         self.clients: dict[str, WireClient] = {}
         self.secrets: list[Secret] = []
 
-    # -- helpers ---------------------------------------------------------------------------------
+    # -- comparing -------------------------------------------------------------------------------
 
     def _by_uid(self, side: str) -> dict[int, Delivered]:
         return {d.uid[side]: d for d in self.delivered if side in d.uid}
