@@ -8,6 +8,7 @@ tests rely on that when they point ``sync_mailbox`` at the proxy instead.
 from __future__ import annotations
 
 import base64
+import os
 import imaplib
 import random
 from pathlib import Path
@@ -171,6 +172,12 @@ def test_thunderbird_downloads_exactly_what_dovecot_serves(
 
 @requires_thunderbird
 @pytest.mark.client
+@pytest.mark.skipif(
+    os.environ.get("CALIPROXY_SLOW_CLIENT_TESTS") != "1",
+    reason="the driver's fallback without Marionette waits for Thunderbird's own idle timer and "
+    "quits it with SIGTERM, which races with its folder summary; run with "
+    "CALIPROXY_SLOW_CLIENT_TESTS=1",
+)
 def test_thunderbird_without_idle_nudge(
     seeded_dovecot: tuple[DovecotServer, list[bytes]],
     server_cert_files: ServerCertFiles,
