@@ -141,7 +141,8 @@ def audit(proxy: ProxyProcess, port: int) -> dict[str, Any]:
     """The audit line of the session whose client port was ``port``."""
     deadline = time.monotonic() + 5
     while True:
-        for found in AUDIT.finditer(proxy.log()):
+        # the newest line for that port: the module's proxy sees ephemeral ports come round again
+        for found in reversed(list(AUDIT.finditer(proxy.log()))):
             if int(found["port"]) == port:
                 line = found.groupdict()
                 line["reasons"] = json.loads(line["reasons"])
