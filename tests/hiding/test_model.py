@@ -32,8 +32,8 @@ from tests.hiding.wire import Reply, WireClient, without_timing
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = int(os.environ.get("CALIPROXY_MODEL_EXAMPLES", "40"))
-STEPS = int(os.environ.get("CALIPROXY_MODEL_STEPS", "30"))
+EXAMPLES = int(os.environ.get("CALIPROXY_MODEL_EXAMPLES", "20"))
+STEPS = int(os.environ.get("CALIPROXY_MODEL_STEPS", "25"))
 A, B = "alice", "bob"
 # A UID no message ever had, standing on bob's side for a secret message alice holds.
 ABSENT = 3_000_000_000
