@@ -43,6 +43,7 @@ from caliproxy.imap.view import MailboxView, format_sequence_set
 HEADER_BATCH = 1000
 
 _MARKED = re.compile(rb"\\(?:Un)?Marked", re.I)
+_RECENT = re.compile(rb"\* (\d+) RECENT\r\n", re.I)
 # flag-keyword = atom (RFC 3501 §9); anything else in a flag list is not shown, nor searched for
 _KEYWORD = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\\]]+")
 # Untagged data a hiding session passes on (after the rewrites below); anything else ends it.
@@ -338,6 +339,7 @@ class MailboxSession(ProxySession):
             if self._arrivals or self._flow is not None:
                 mailbox.held_recent = number  # said after the EXISTS it belongs to
                 return True
+            mailbox.told_recent = number
             return False
         if keyword == b"EXPUNGE":
             self._expunge(mailbox, number, deliver=True)
@@ -462,6 +464,11 @@ class MailboxSession(ProxySession):
             mailbox.recent = {uid for uid in result.search if mailbox.view.is_visible(uid)}
             recent = mailbox.told_recent = len(mailbox.recent)
             self.hidden_count += len(mailbox.view.hidden)
+        else:
+            for line in selecting.lines:
+                match = _RECENT.match(line)
+                if match is not None:
+                    mailbox.told_recent = int(match.group(1))
         self._selecting = None
         self._mailbox = mailbox
         for line in selecting.lines:
@@ -545,7 +552,10 @@ class MailboxSession(ProxySession):
             if mailbox.view.exists != before:
                 self._to_client(b"* %d EXISTS\r\n" % mailbox.view.exists)
             if mailbox.held_recent is not None and not mailbox.hides:
-                self._to_client(b"* %d RECENT\r\n" % mailbox.held_recent)
+                # (the upstream may count mail it marks \Recent only after its EXISTS: said once)
+                if mailbox.held_recent != mailbox.told_recent:
+                    mailbox.told_recent = mailbox.held_recent
+                    self._to_client(b"* %d RECENT\r\n" % mailbox.held_recent)
                 mailbox.held_recent = None
         if mailbox.hides:
             self._recent_changed(mailbox)  # RECENT follows EXISTS, as the upstream says it

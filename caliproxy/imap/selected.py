@@ -85,7 +85,7 @@ class SelectedMailbox:
     # \Recent is per session: the visible messages this session holds it for (when hiding), or
     # the upstream's latest RECENT count, held until the arrivals it counts are announced
     recent: set[int] = field(default_factory=set)
-    told_recent: int = 0  # the RECENT count the client last heard (when hiding)
+    told_recent: int = 0  # the RECENT count the client last heard
     held_recent: int | None = None
     # Keywords the client has been shown (when hiding): those some visible message carries. The
     # upstream's FLAGS and PERMANENTFLAGS lists name every keyword ever used in the mailbox,
