@@ -152,3 +152,39 @@ def _skip_value(text: bytes, pos: int, state: FetchScan) -> int:
     if match is None:
         raise ServerProtocolError("malformed value in FETCH response")
     return match.end()
+
+
+class FetchCollector:
+    """Assembles the top-level items of one whole FETCH response, for the proxy's own reading.
+
+    Meant for small values (UIDs, flags, headers): each literal item's value is joined in
+    memory. A value that spans fragments around a nested literal (an ENVELOPE with a literal
+    subject) is not collected. Feed the fragments and literal chunks in order; ``fragment``
+    returns True once the response is complete, and ``items`` holds the values by name.
+    """
+
+    __slots__ = ("_first", "_literal", "_names", "_scan", "items")
+
+    def __init__(self) -> None:
+        self.items: dict[bytes, bytes] = {}
+        self._scan = FetchScan()
+        self._first = True
+        self._names: list[bytes] = []  # items whose value is the literal that follows
+        self._literal: list[bytes] = []
+
+    def fragment(self, text: bytes, *, literal_follows: bool) -> bool:
+        """One fragment, literal marker and line end removed; True when the response is complete."""
+        first, self._first = self._first, False
+        for item in scan_fragment(text, self._scan, first=first, literal_follows=literal_follows):
+            if item.literal:
+                self._names.append(item.name)
+            elif item.value_start >= 0:
+                self.items[item.name] = text[item.value_start : item.value_end]
+        return not literal_follows
+
+    def literal(self, data: bytes, last: bool) -> None:
+        self._literal.append(data)
+        if last:
+            name = self._names.pop() if self._names else b""
+            self.items[name] = b"".join(self._literal)
+            self._literal.clear()

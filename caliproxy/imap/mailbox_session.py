@@ -14,7 +14,9 @@ clearance (``set_classifier``); until then no client command is processed. From 
 * commands naming messages are translated through the view (``selected``); FETCH responses are
   renumbered, dropped for hidden messages, and given our header (``fetch_rewrite``);
   EXPUNGE responses are renumbered or swallowed; SEARCH results filtered and renumbered;
-* with a hidden message possible, an untagged response the view does not know ends the session.
+* with a hidden message possible, an untagged response the view does not know ends the session;
+* a command whose translated message set does not fit one upstream line runs as several
+  upstream commands over consecutive pieces of it, answered to the client as one (``_Chunked``).
 
 Internal commands run only when no client command is in flight (or the client is idling), one
 at a time, written as generator "flows" that yield a command and receive its collected result.
@@ -29,18 +31,23 @@ from dataclasses import dataclass, field
 
 from caliproxy.errors import ServerProtocolError
 from caliproxy.imap.actions import Action, CommandDone
-from caliproxy.imap.classify import Classifier, Tagged
-from caliproxy.imap.fetch_items import FetchScan, scan_fragment
+from caliproxy.imap.classify import Classifier, Tagged, classify_fetched, header_fetches
+from caliproxy.imap.fetch_items import FetchCollector, FetchScan, scan_fragment
 from caliproxy.imap.fetch_rewrite import FetchRewriter, PartialMap
 from caliproxy.imap.framing import Line, LiteralChunk
-from caliproxy.imap.grammar import CommandStart, Response, Token, parse_response, quote, serialize
+from caliproxy.imap.grammar import (
+    Atom,
+    CommandStart,
+    Response,
+    ResponseCode,
+    Token,
+    parse_response,
+    quote,
+    serialize,
+)
 from caliproxy.imap.selected import SelectedMailbox
 from caliproxy.imap.session import ProxySession, SessionSettings, _Assembling, _Pending
-from caliproxy.imap.view import MailboxView, format_sequence_set
-
-# Header fetches per internal command: big enough to amortise round trips, small enough that
-# one response never holds more than a few MB of headers.
-HEADER_BATCH = 1000
+from caliproxy.imap.view import MailboxView
 
 _MARKED = re.compile(rb"\\(?:Un)?Marked", re.I)
 _RECENT = re.compile(rb"\* (\d+) RECENT\r\n", re.I)
@@ -77,6 +84,53 @@ class _Selecting:
     uids: list[int] | None = None  # known once UID SEARCH ALL answered
 
 
+@dataclass(slots=True)
+class _Chunked:
+    """A client command whose message set did not fit one upstream line, sent piece by piece.
+
+    Each piece goes upstream as the same command under the client's own tag (free again once the
+    piece before it completed). It starts only when no other command is in flight and holds
+    back the client's next commands until its last piece completed, so every response in
+    between belongs to it and pipelined commands keep their order. The client hears the
+    untagged responses of every piece as usual and one tagged completion: the last piece's, or
+    that of the first piece not answered OK (no later piece is sent).
+
+    Not atomic: a COPY or MOVE refused in a later piece leaves the earlier pieces copied (moved:
+    the client heard their EXPUNGEs), as a server copying message by message could. COPYUID
+    codes (a COPY's tagged one, a MOVE's untagged one) are merged into one, said when the last
+    piece completed; when a piece did not report exactly one, none is said (a client then
+    finds the copies by searching, as with a server without UIDPLUS)."""
+
+    start: CommandStart  # as the client sent it
+    sent: CommandStart  # as each piece goes upstream
+    rest: list[Token]  # the arguments after the message set
+    sets: list[bytes]  # pieces still to send, in order
+    copyuids: list[list[bytes]] | None = field(default_factory=list)  # None: cannot be merged
+    piece_copyuid: bool = False  # the piece in flight reported one
+
+    def note_copyuid(self, code: ResponseCode) -> None:
+        parts = code.args.split()
+        if self.copyuids is not None and len(parts) == 3 and not self.piece_copyuid:
+            self.copyuids.append(parts)
+        else:
+            self.copyuids = None
+        self.piece_copyuid = True
+
+    def piece_done(self) -> None:
+        if not self.piece_copyuid:
+            self.copyuids = None
+        self.piece_copyuid = False
+
+    def merged_copyuid(self) -> bytes | None:
+        """``COPYUID uidvalidity sources destinations``: the pieces' sets, concatenated in order
+        (source and destination UIDs pair up in order within each piece, and piece after piece)."""
+        found = self.copyuids
+        if not found or len({parts[0] for parts in found}) != 1:
+            return None
+        return b"COPYUID %s %s %s" % (found[0][0], b",".join(p[1] for p in found),
+                                      b",".join(p[2] for p in found))
+
+
 Flow = Generator[bytes, _OpResult, None]
 
 
@@ -107,6 +161,7 @@ class MailboxSession(ProxySession):
         # SEARCHes the upstream ran over hidden mail too: tag -> the same confined to visible mail
         self._unconfined: dict[bytes, list[Token] | None] = {}
         self._expunged_during: list[bool] = []  # while one is in flight: each EXPUNGE, visible?
+        self._chunked: _Chunked | None = None  # a client command sent in pieces, in flight
         self.hidden_count = 0  # messages this session was not shown (for the audit log)
 
     # -- set up by the IO shell after login ---------------------------------------------------------
@@ -139,6 +194,7 @@ class MailboxSession(ProxySession):
             or self._flow is not None
             or self._deferred is not None
             or bool(self._unconfined)  # its answer may need a question of our own
+            or self._chunked is not None  # its next piece goes before any later command
         )
 
     def _on_command(self, start: CommandStart, args: list[Token], current: _Assembling) -> bool:
@@ -167,6 +223,10 @@ class MailboxSession(ProxySession):
         if translated.args is None:
             self._answer(start, start.tag, translated.local_status, translated.local_text)
             return True
+        if translated.more_sets and self._pending:
+            # Sent in pieces, it needs the upstream to itself (see _Chunked); translated then.
+            self._deferred = (start, args, current)
+            return True
         sent = CommandStart(
             start.tag,
             start.uid if translated.uid is None else translated.uid,
@@ -179,6 +239,8 @@ class MailboxSession(ProxySession):
                 self._unconfined[start.tag] = translated.confined
         if translated.partials is not None and translated.partials.entries:
             self._fetch_maps.append((start.tag, translated.partials))
+        if translated.more_sets:
+            self._chunked = _Chunked(start, sent, translated.args[1:], list(translated.more_sets))
         self._send_client_command(start, sent, translated.args)
         return True
 
@@ -229,6 +291,9 @@ class MailboxSession(ProxySession):
         pending = self._pending.get(tag or b"")
         if pending is None:
             return False
+        chunked = self._chunked
+        if chunked is not None and tag == chunked.start.tag:
+            return self._piece_done(chunked, response, data)
         if tag in self._unconfined:
             confined = self._unconfined.pop(tag)
             expunged, self._expunged_during = self._expunged_during, []
@@ -253,6 +318,34 @@ class MailboxSession(ProxySession):
                 self._tagged(response, data.replace(b" Unselect completed", b" Close completed", 1))
                 return True
         return False
+
+    def _piece_done(self, chunked: _Chunked, response: Response, data: bytes) -> bool:
+        """One piece of a command sent in pieces completed: send the next, or complete it."""
+        code = response.code
+        if code is not None and code.name == b"COPYUID":
+            chunked.note_copyuid(code)
+        if response.status == b"OK" and chunked.sets:
+            chunked.piece_done()
+            fragments, literals = serialize([Atom(chunked.sets.pop(0).decode()), *chunked.rest])
+            self._forward(chunked.start.tag, _Assembling(chunked.sent, fragments=fragments,
+                                                         literals=literals))
+            return True
+        self._chunked = None
+        if response.status == b"OK":
+            chunked.piece_done()
+        merged = chunked.merged_copyuid()
+        verb = chunked.start.verb
+        if verb == "MOVE" and merged is not None:
+            # (said for the pieces moved even when a later one failed: their EXPUNGEs were heard)
+            self._to_client(b"* OK [" + merged + b"] Moved UIDs.\r\n")
+        elif verb == "COPY" and response.status == b"OK" and (code is None or code.name == b"COPYUID"):
+            said = b"[" + merged + b"] " if merged is not None else b""
+            data = (response.tag or b"") + b" OK " + said + response.text + b"\r\n"
+            response = parse_response(data)
+        # The whole command completes as any other does.
+        if not self._on_tagged(response, data):
+            self._tagged(response, data)
+        return True
 
     def _on_continuation(self, data: bytes) -> bool:
         if self._idle_interrupt != "resuming":
@@ -309,6 +402,9 @@ class MailboxSession(ProxySession):
             if code is not None and code.name == b"PERMANENTFLAGS" and mailbox.hides:
                 mailbox.flag_lines[b"PERMANENTFLAGS"] = event.data
                 return True
+            if code is not None and code.name == b"COPYUID" and self._chunked is not None:
+                self._chunked.note_copyuid(code)  # a MOVE's piece: merged when the last completed
+                return True
             return False
         if mailbox.hides and keyword not in _KNOWN_DATA:
             raise ServerProtocolError(f"untagged {keyword!r} the view cannot rewrite")
@@ -342,6 +438,12 @@ class MailboxSession(ProxySession):
             mailbox.told_recent = number
             return False
         if keyword == b"EXPUNGE":
+            chunked = self._chunked
+            if chunked is not None and not chunked.sent.uid:
+                # The pieces of a FETCH or STORE by sequence number were numbered when it began;
+                # RFC 3501 §7.4.1 keeps EXPUNGE out of these commands, so that numbering holds.
+                # An upstream breaking the rule would make the next piece name other messages.
+                raise ServerProtocolError("EXPUNGE during a FETCH or STORE by sequence number")
             self._expunge(mailbox, number, deliver=True)
             return True
         if keyword == b"FETCH":
@@ -399,7 +501,7 @@ class MailboxSession(ProxySession):
             self._announce_keywords(mailbox, event)
         tagged = mailbox.tag_of(uid) if self.tagging else None
         partials = self._fetch_maps[0][1] if self._fetch_maps else None
-        rewriter = FetchRewriter(client, tagged, partials)
+        rewriter = FetchRewriter(client, tagged, partials, mailbox.classifier.header_names)
         for chunk in rewriter.fragment(event):
             self._to_client(chunk)
         if event.literal is not None:
@@ -437,10 +539,8 @@ class MailboxSession(ProxySession):
             uids = sorted(result.search)
         selecting.uids = uids  # EXPUNGEs from now on shrink this list
         tags = classifier.known(selecting.name, selecting.uidvalidity, uids)
-        missing = [uid for uid in uids if uid not in tags]
-        for start in range(0, len(missing), HEADER_BATCH):
-            batch = missing[start : start + HEADER_BATCH]
-            result = yield b"UID FETCH " + format_sequence_set(batch) + b" (BODY.PEEK[HEADER])"
+        for command in header_fetches([uid for uid in uids if uid not in tags]):
+            result = yield command
             tags.update(self._classify(selecting.name, selecting.uidvalidity, result))
         mailbox = SelectedMailbox(selecting.name, selecting.uidvalidity, selecting.readonly, classifier)
         mailbox.view = MailboxView()
@@ -478,16 +578,8 @@ class MailboxSession(ProxySession):
             self._arrivals = True
 
     def _classify(self, mailbox: str, uidvalidity: int, result: _OpResult) -> dict[int, Tagged]:
-        headers = []
-        for _number, items in result.fetches:
-            uid = items.get(b"UID")
-            header = items.get(b"BODY[HEADER]")
-            # NIL: expunged elsewhere, unreadable. Not judged (an empty header would be the
-            # default level), so unclassifiable: hidden below the top level, and never cached.
-            if uid is not None and header is not None and header.upper() != b"NIL":
-                headers.append((int(uid), header))
         assert self.classifier is not None
-        return self.classifier.classify(mailbox, uidvalidity, headers)
+        return classify_fetched(self.classifier, mailbox, uidvalidity, (items for _n, items in result.fetches))
 
     def _expunge_issued_flow(self, tag: bytes, confined: list[Token] | None,
                              expunged: list[bool]) -> Flow:
@@ -574,10 +666,12 @@ class MailboxSession(ProxySession):
     def _close_flow(self, start: CommandStart) -> Flow:
         mailbox = self._mailbox
         if mailbox is not None and not mailbox.readonly:
-            visible = mailbox.visible_uid_set()
-            if visible is not None:
-                # CLOSE expunges silently; only what this connection sees may go.
-                yield b"UID EXPUNGE " + visible
+            # CLOSE expunges silently; only what this connection sees may go (in pieces that fit
+            # an upstream line; after a piece that failed, the rest stays, as after a failed CLOSE).
+            for visible in mailbox.visible_uid_sets():
+                result = yield b"UID EXPUNGE " + visible
+                if result.status != b"OK":
+                    break
         self._mailbox = None
         self._send_client_command(start, CommandStart(start.tag, False, "UNSELECT", b""), [])
 
@@ -721,33 +815,19 @@ class MailboxSession(ProxySession):
 
     def _collect_fetch(self, event: Line, done: Callable[[dict[bytes, bytes]], None]) -> None:
         """Assemble a whole FETCH response (headers: small) and hand over its top-level items."""
-        scan = FetchScan()
-        items: dict[bytes, bytes] = {}
-        pending: list[bytes] = []
+        collector = FetchCollector()
 
-        def take(line: Line, first: bool) -> None:
-            text = line.without_marker()
-            for item in scan_fragment(text, scan, first=first, literal_follows=line.literal is not None):
-                if item.literal:
-                    pending.append(item.name)
-                elif item.value_start >= 0:
-                    items[item.name] = text[item.value_start : item.value_end]
-            if line.literal is None:
-                done(items)
-
-        literal: list[bytes] = []
+        def take(line: Line) -> None:
+            if collector.fragment(line.without_marker(), literal_follows=line.literal is not None):
+                done(collector.items)
 
         def sink(ev: Line | LiteralChunk) -> None:
             if isinstance(ev, LiteralChunk):
-                literal.append(ev.data)
-                if ev.last:
-                    name = pending.pop() if pending else b""
-                    items[name] = b"".join(literal)
-                    literal.clear()
+                collector.literal(ev.data, ev.last)
             else:
-                take(ev, False)
+                take(ev)
 
-        take(event, True)
+        take(event)
         if event.literal is not None:
             self._sink = sink
 
