@@ -54,6 +54,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +89,8 @@ class ThunderbirdResult:
     shutdown, total."""
     notes: list[str] = field(default_factory=list)
     """Anything that did not go as planned but did not prevent the result."""
+    log_offset: int = 0
+    """Where this run's part of ``log_path`` starts (a reused profile's log is appended to)."""
 
 
 def thunderbird_available() -> bool:
@@ -547,9 +550,9 @@ _FATAL_LOG_LINES = re.compile(rb"Security error - error code=\S+|No remaining au
 class _LogWatcher:
     """Follows Thunderbird's log: fatal errors, and the INBOX bodies the server sent."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, offset: int = 0) -> None:
         self.path = path
-        self.offset = 0
+        self.offset = offset
         self.partial = b""
         self.fatal: str | None = None
         self.bodies: list[tuple[int, int]] = []
@@ -698,6 +701,8 @@ def sync_mailbox(
     nudge_idle: bool = True,
     protocol_log: bool = True,
     extra_prefs: dict[str, object] | None = None,
+    reuse_profile: bool = False,
+    after_sync: Callable[[], int] | None = None,
 ) -> ThunderbirdResult:
     """Let a fresh headless Thunderbird download INBOX for offline use and read it back.
 
@@ -712,6 +717,19 @@ def sync_mailbox(
     takes longer.  ``protocol_log`` writes Thunderbird's IMAP log (``MOZ_LOG``) into
     the log file; it is also how a message without a final line break is told
     apart from one with it.
+
+    ``reuse_profile`` starts Thunderbird again on the profile a previous call left in
+    ``workdir`` (its offline store, folder summaries and login store kept), with only
+    ``user.js`` written anew: the same account, now pointed at ``host``/``port``/
+    ``security``.  Thunderbird reads ``user.js`` after ``prefs.js`` at every start, so
+    its values win.  ``host`` and ``user`` must stay the same: the login store is keyed
+    by ``imap://host`` and the offline store lives in ``ImapMail/<host>``, neither by
+    port.  ``expect_messages`` counts the whole store, old messages included, and the
+    result holds them all.
+
+    ``after_sync``, when given, is called once, with Thunderbird still running, as soon
+    as the store holds ``expect_messages`` complete messages; it returns how many more
+    to wait for (e.g. after delivering new mail, which Thunderbird hears in IDLE).
 
     Raises ``ThunderbirdError`` (with the log's tail) when Thunderbird exits early,
     when TLS verification or every login method fails (seen in the protocol log: at
@@ -729,7 +747,8 @@ def sync_mailbox(
     home = workdir / "home"
     tmp = workdir / "tmp"
     log_path = workdir / "thunderbird.log"
-    for d in (profile, home, tmp):
+    reusing = reuse_profile and profile.is_dir()
+    for d in (home, tmp) if reusing else (profile, home, tmp):
         if d.exists():
             shutil.rmtree(d)
     home.mkdir()
@@ -741,19 +760,36 @@ def sync_mailbox(
         # port 0: Marionette picks a free port and writes it to MarionetteActivePort
         prefs.update({"marionette.port": 0, "remote.prefs.recommended": False})
     prefs.update(extra_prefs or {})
-    build_profile(
-        profile,
-        host=host,
-        port=port,
-        security=security,
-        user=user,
-        password=password,
-        ca_pem=ca_pem,
-        extra_prefs=prefs,
-    )
+    if reusing:
+        if security not in SECURITY_SOCKET_TYPES:
+            raise ValueError(f"security must be one of {sorted(SECURITY_SOCKET_TYPES)}: {security!r}")
+        (profile / "user.js").write_text(
+            _user_js(host=host, port=port, security=security, user=user,
+                     email=user if "@" in user else f"{user}@example.test", extra_prefs=prefs)
+        )
+    else:
+        build_profile(
+            profile,
+            host=host,
+            port=port,
+            security=security,
+            user=user,
+            password=password,
+            ca_pem=ca_pem,
+            extra_prefs=prefs,
+        )
     timings["profile"] = time.monotonic() - t0
     mbox_path = profile / "ImapMail" / host / "INBOX"
     port_file = profile / "MarionetteActivePort"
+    # a previous run's port file would name a port nobody listens on any more
+    port_file.unlink(missing_ok=True)
+    # what a reused profile already holds: completeness is checked on what comes after it
+    already_stored = _count_stored(mbox_path)
+    try:
+        start_size = mbox_path.stat().st_size
+    except FileNotFoundError:
+        start_size = 0
+    log_offset = log_path.stat().st_size if reusing and log_path.exists() else 0
 
     env = {
         k: v
@@ -774,13 +810,14 @@ def sync_mailbox(
     if protocol_log:
         env["MOZ_LOG"] = "IMAP:5,timestamp"
     cmd = [str(THUNDERBIRD_BIN), "--headless", "-profile", str(profile), "--no-remote"]
-    if nudge_idle:
+    with_marionette = nudge_idle
+    if with_marionette:
         cmd += ["--marionette", "--remote-allow-system-access"]
 
     notes: list[str] = []
     marionette: _Marionette | None = None
     launched = time.monotonic()
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab" if reusing else "wb") as log:
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -797,7 +834,9 @@ def sync_mailbox(
         unmatched_since: float | None = None
         nudged_at = 0.0
         nudge_failures = 0
-        watcher = _LogWatcher(log_path)
+        # the store size until which the idle nudge is repeated
+        nudge_below = start_size
+        watcher = _LogWatcher(log_path, offset=log_offset)
         while True:
             time.sleep(0.1)
             now = time.monotonic()
@@ -817,24 +856,33 @@ def sync_mailbox(
                 size = 0
             if size != last_size:
                 last_size, changed_at = size, now
-                if size and "first_body" not in timings:
+                if size > start_size and "first_body" not in timings:
                     timings["first_body"] = now - launched
             elif size and now - changed_at >= settle and now - checked_at >= settle / 2:
                 # the store has stopped growing: done if it holds enough complete messages
                 checked_at = now
                 stored = split_offline_store(mbox_path.read_bytes())
+                done = False
                 if len(stored) >= expect_messages:
-                    if not protocol_log or _all_complete(stored, watcher.bodies):
-                        break
+                    if not protocol_log or _all_complete(stored[already_stored:], watcher.bodies):
+                        done = True
                     # the log should say how long each body is; if it cannot be matched,
                     # trust the quiet store after a while
-                    if unmatched_since is None:
+                    elif unmatched_since is None:
                         unmatched_since = now
                     elif now - unmatched_since > 5 * settle + 2:
                         notes.append("the stored bodies do not match the protocol log's sizes")
-                        break
+                        done = True
+                if done and after_sync is None:
+                    break
+                if done and after_sync is not None:
+                    expect_messages += after_sync()
+                    after_sync = None
+                    unmatched_since = None
+                    nudge_below = size
+                    timings["after_sync"] = time.monotonic() - launched
             # until bodies flow, say "idle" every 2 s: the first may come before INBOX is known
-            if nudge_idle and not size and now - nudged_at >= 2.0:
+            if nudge_idle and size <= nudge_below and now - nudged_at >= 2.0:
                 nudged_at = now
                 try:
                     if marionette is None and port_file.is_file():
@@ -858,6 +906,13 @@ def sync_mailbox(
                 )
         stored_at = time.monotonic()
         timings["stored"] = stored_at - launched
+        if marionette is None and with_marionette and port_file.is_file():
+            # the bodies came without a nudge (e.g. new mail a reused profile downloads on
+            # its own): Marionette is still the way to a clean quit
+            try:
+                marionette = _Marionette(int(port_file.read_text()), timeout=10)
+            except (OSError, ValueError, RuntimeError) as exc:
+                notes.append(f"could not reach Marionette to quit: {exc!r}")
         if marionette is not None:
             # a clean quit: SIGTERM makes Thunderbird exit at once, without committing
             # its folder summaries
@@ -899,8 +954,10 @@ def sync_mailbox(
     except (OSError, ValueError, IndexError, AssertionError) as exc:
         notes.append(f"could not read the folder summary: {exc!r}")
     if uids is not None:
-        watcher.poll()
-        body_sizes = dict(watcher.bodies)
+        # every run's log: a reused profile holds bodies an earlier run downloaded
+        whole_log = _LogWatcher(log_path)
+        whole_log.poll()
+        body_sizes = dict(whole_log.bodies)
         sizes = {off: body_sizes[uid] for (off, _), uid in zip(stored, uids) if uid in body_sizes}
     messages = [unstore_message(raw, sizes.get(off)) for off, raw in stored]
     labels = [f"UID {u}" for u in uids] if uids else [f"message at {o}" for o, _ in stored]
@@ -927,6 +984,7 @@ def sync_mailbox(
         elapsed=stored_at - launched,
         timings=timings,
         notes=notes,
+        log_offset=log_offset,
     )
 
 

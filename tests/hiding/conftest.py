@@ -124,10 +124,12 @@ HidingFactory = Callable[..., Hiding]
 
 @pytest.fixture
 def hiding_factory(dovecot_factory, proxy_factory) -> Any:
-    """``factory(tagging=True)``: a fresh Dovecot and a proxy with ``trusted`` and ``cafe``."""
+    """``factory(tagging=True, policy=POLICY)``: a fresh Dovecot and a proxy with ``trusted`` and
+    ``cafe``."""
     made: list[Hiding] = []
 
-    def make(*, tagging: bool = True, extra_listeners: list[dict[str, Any]] | None = None) -> Hiding:
+    def make(*, tagging: bool = True, extra_listeners: list[dict[str, Any]] | None = None,
+             policy: dict[str, Any] | None = None) -> Hiding:
         dovecot = dovecot_factory(users=USERS)
         listeners = [
             {"name": "trusted", "port": free_port(), "tls": "implicit", "tagging": tagging},
@@ -137,7 +139,7 @@ def hiding_factory(dovecot_factory, proxy_factory) -> Any:
             *(extra_listeners or []),
         ]
         proxy = proxy_factory(dovecot, listeners=listeners,
-                              extra_config={"policy": POLICY, "trust": TRUST})
+                              extra_config={"policy": policy or POLICY, "trust": TRUST})
         setup = Hiding(dovecot, proxy)
         made.append(setup)
         return setup
