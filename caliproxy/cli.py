@@ -145,7 +145,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"caliproxy explain: cannot read {args.message}: {exc.strerror}", file=sys.stderr)
         return 1
-    result = explain(message, config.policy, account=args.account, mailbox=args.mailbox)
+    result = explain(message, config.policy, account=args.account, mailbox=args.mailbox,
+                     header=config.header)
     print(json.dumps(result, indent=2) if args.json else render_text(result))
     return 0
 

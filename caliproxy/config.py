@@ -18,6 +18,7 @@ import yaml
 
 from caliproxy.errors import ConfigError
 from caliproxy.policy_config import policy_from_mapping
+from caliproxy.privacy.header import DEFAULT_HEADER, HeaderName, PrivacyHeaderError
 from caliproxy.privacy.policy import Policy
 from caliproxy.privacy.trust import Device, TrustPolicy
 from caliproxy.trust_config import trust_from_mapping
@@ -108,6 +109,7 @@ class Config:
     devices: tuple[Device, ...] = ()  # the device registry (also in trust.devices)
     proxy_protocol_from: tuple[str, ...] = ()  # default load balancers for proxy_protocol listeners
     metrics: MetricsConfig | None = None
+    header: HeaderName = DEFAULT_HEADER  # the privacy header's field name
 
 
 # -- reading YAML with line numbers ---------------------------------------------------------------
@@ -382,6 +384,18 @@ def _cache(r: _Reader, node: yaml.Node | None, base: Path) -> CacheConfig:
     return CacheConfig(path if path == ":memory:" else str(base / path))
 
 
+def _header(r: _Reader, node: yaml.Node | None) -> HeaderName:
+    keys = r.mapping(node, "header", {"name"})
+    name = r.scalar(keys.get("name"), "header.name", str, None)
+    if name is None:
+        return DEFAULT_HEADER
+    try:
+        return HeaderName(name)
+    except PrivacyHeaderError as exc:
+        r.error(keys.get("name"), "header.name", str(exc))
+        return DEFAULT_HEADER
+
+
 def _logging(r: _Reader, node: yaml.Node | None) -> LoggingConfig:
     keys = r.mapping(node, "logging", {"level", "format"})
     level = r.scalar(keys.get("level"), "logging.level", str, "info",
@@ -416,7 +430,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     if root is None:
         raise ConfigError(f"{source}: the file is empty")
     top = r.mapping(root, "", {"listeners", "upstream", "tls", "limits", "logging", "policy",
-                               "cache", "trust", "devices", "proxy_protocol_from", "metrics"},
+                               "cache", "trust", "devices", "proxy_protocol_from", "metrics", "header"},
                     {"listeners", "upstream"})
     proxy_from = (_networks(r, top["proxy_protocol_from"], "proxy_protocol_from")
                   if "proxy_protocol_from" in top else ())
@@ -431,6 +445,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     logging_config = _logging(r, top.get("logging"))
     policy = _policy(r, top.get("policy"))
     cache = _cache(r, top.get("cache"), base)
+    header = _header(r, top.get("header"))
     trust = _trust(r, top.get("trust"), top.get("devices"), policy, listeners)
     if r.errors:
         raise ConfigError("\n".join(r.errors))
@@ -438,7 +453,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     if r.errors:
         raise ConfigError("\n".join(r.errors))
     return Config(tuple(listeners), upstream, tls, upstream_smtp, limits, logging_config, source,
-                  policy, cache, trust, trust.devices, proxy_from, metrics)
+                  policy, cache, trust, trust.devices, proxy_from, metrics, header)
 
 
 def load_config(path: str | Path, *, check_files: bool = True) -> Config:

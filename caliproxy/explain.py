@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from caliproxy.privacy.header import HEADER_LENGTH, render_header
+from caliproxy.privacy.header import DEFAULT_HEADER, HEADER_LENGTH, HeaderName, render_header
 from caliproxy.privacy.policy import Policy
 from caliproxy.privacy.scoring import AXIS_WEIGHTS, REASONS
 from caliproxy.privacy.verdict import judge
 
 
 def explain(
-    message_bytes: bytes, policy: Policy, *, account: str = "", mailbox: str = "INBOX"
+    message_bytes: bytes, policy: Policy, *, account: str = "", mailbox: str = "INBOX",
+    header: HeaderName = DEFAULT_HEADER,
 ) -> dict[str, Any]:
-    """Judge ``message_bytes`` (a whole message, as in a .eml file) under ``policy``."""
+    """Judge ``message_bytes`` (a whole message, as in a .eml file) under ``policy``; ``header``
+    is the configured name of our header."""
     features, verdict = judge(
-        message_bytes, policy, account=account, mailbox=mailbox, size=len(message_bytes)
+        message_bytes, policy, account=account, mailbox=mailbox, size=len(message_bytes),
+        privacy_header=header.lower,
     )
     index, level = verdict.index, verdict.level
     evidence = index.evidence
@@ -72,7 +75,7 @@ def explain(
                 for rule in level.fired
             ],
         },
-        "header": render_header(verdict).decode("ascii"),
+        "header": render_header(verdict, header).decode("ascii"),
         "header_length": HEADER_LENGTH,
     }
 

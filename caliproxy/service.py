@@ -27,9 +27,9 @@ from caliproxy.net.smtp_tls import server_ssl_context
 from caliproxy.net.smtp_upstream import UpstreamTarget
 from caliproxy.observe.metrics import Metrics
 from caliproxy.smtp.relay import LoginChecked, MessageRelayed
-from caliproxy.smtp.tagging import NO_TAGGING, PrivacyTagger
+from caliproxy.smtp.tagging import NoTagging, PrivacyTagger
 from caliproxy.store.cache import ClassificationCache
-from caliproxy.store.classifier import SessionClassifier, VerdictMemory
+from caliproxy.store.classifier import SessionClassifier, VerdictMemory, field_names
 
 log = logging.getLogger("caliproxy.service")
 audit = logging.getLogger("caliproxy.audit")
@@ -119,10 +119,11 @@ class ProxyService(service.MultiService):
         self.submissions = SubmissionEvents(self.metrics)
         self.ports: dict[str, Any] = {}
         self.factories: dict[str, ClientFactory] = {}
-        self.cache = ClassificationCache(config.cache.path)
+        self.cache = ClassificationCache(config.cache.path, config.header.name)
         self.metrics.watch_cache(self.cache)
         upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
-        self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id, self._classified)
+        self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id, self._classified,
+                                      config.header)
         self._smtp_ssl_context: Any = None
         # The name we give in SMTP greetings and EHLO upstream; no DNS lookup (getfqdn may block).
         self._hostname = socket.gethostname() or "caliproxy"
@@ -179,6 +180,7 @@ class ProxyService(service.MultiService):
             max_line=self.config.limits.max_line_length,
             max_response_line=self.config.limits.max_response_line_length,
             max_literal=self.config.limits.max_literal_size,
+            header_names=field_names(self.config.header),
         )
         return ListenerContext(
             name=listener.name,
@@ -238,7 +240,8 @@ class ProxyService(service.MultiService):
             allow_plaintext=listener.allow_plaintext_login,
             ssl_context=self._smtp_ssl_context if listener.tls != "none" else None,
             upstream=upstream,
-            tagger=PrivacyTagger(config.policy) if listener.tagging else NO_TAGGING,
+            tagger=(PrivacyTagger(config.policy, config.header) if listener.tagging
+                    else NoTagging(config.header)),
             hostname=self._hostname,
         )
         SubmissionListener(context, self.reactor, self.ports, self.submissions).setServiceParent(self)
@@ -267,11 +270,16 @@ class ProxyService(service.MultiService):
         if _listener_shape(config) != _listener_shape(self.config):
             raise ConfigError("listeners changed (names, addresses, ports, TLS or protocols): "
                               "restart caliproxy to apply that")
+        if config.header != self.config.header:
+            # Clients have cached messages under the old name, and the cache's spoof offsets
+            # are for it: a new name starts with a new process (and an emptied cache).
+            raise ConfigError("header.name changed: restart caliproxy to apply that")
         server_options = self._server_options(config)
         endpoint = self._imap_upstream(config)
         if config.policy != self.config.policy:
             upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
-            self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id, self._classified)
+            self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id, self._classified,
+                                          config.header)
         self.config = config
         if server_options is not None:
             self.server_tls.replace(server_options)

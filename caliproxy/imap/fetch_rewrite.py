@@ -26,12 +26,7 @@ from caliproxy.errors import ServerProtocolError
 from caliproxy.imap.classify import Tagged
 from caliproxy.imap.fetch_items import FetchScan, ItemSpan, scan_fragment
 from caliproxy.imap.framing import Line, LiteralChunk
-from caliproxy.imap.virtual import (
-    OUR_NAME_UPPER,
-    SPOOFED_NAME_UPPER,
-    VirtualMessage,
-    header_fields_view,
-)
+from caliproxy.imap.virtual import DEFAULT_NAMES, FieldNames, VirtualMessage, header_fields_view
 
 _SECTION = re.compile(rb"^(BODY(?:\.PEEK)?|BINARY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$", re.IGNORECASE)
 # One field name of a header list: an atom or a quoted string.
@@ -67,12 +62,11 @@ class SectionRequest:
     client_name: bytes | None = None
     partial: Partial | None = None
 
-    @property
-    def rewritten(self) -> bool:
+    def rewritten(self, ours: FieldNames) -> bool:
         """False when the virtual message's answer is the upstream's (a header list selecting
         neither our header nor the renamed one)."""
         if self.kind == "fields":
-            return OUR_NAME_UPPER in self.names or SPOOFED_NAME_UPPER in self.names
+            return ours.ours_upper in self.names or ours.spoofed_upper in self.names
         return True
 
 
@@ -156,17 +150,13 @@ def _answer_key(name: bytes) -> SectionKey | None:
     return section_key(kind, tokens, None if match.group(3) is None else int(match.group(3)))
 
 
-def names_our_header(section: bytes) -> bool:
-    _kind, tokens = parse_section(section)
-    return any(field_name(t) == OUR_NAME_UPPER for t in tokens)
-
-
 class FetchRewriter:
     """Rewrites one untagged FETCH response; feed it every event of that response in order."""
 
-    def __init__(self, client_seq: int, tagged: Tagged | None, partials: SectionMap | None) -> None:
+    def __init__(self, client_seq: int, tagged: Tagged | None, partials: SectionMap | None,
+                 names: FieldNames = DEFAULT_NAMES) -> None:
         self.client_seq = client_seq
-        self.virtual = VirtualMessage(tagged.block, tagged.spoofs) if tagged is not None else None
+        self.virtual = VirtualMessage(tagged.block, tagged.spoofs, names) if tagged is not None else None
         self.sections = partials or SectionMap()
         self._answered: dict[SectionKey, int] = {}  # answers of each key seen in this message
         self._scan = FetchScan()
@@ -255,7 +245,8 @@ class FetchRewriter:
                 raise ServerProtocolError("partial FETCH data that was not asked for")
             # Not recorded (an answer outside a translated FETCH): judged by its name alone.
             request = SectionRequest(key[0], frozenset(key[1]))
-        if not request.rewritten:
+        assert self.virtual is not None
+        if not request.rewritten(self.virtual.names):
             return None
         client_name = request.client_name or name[: name.index(b"]") + 1]
         if request.partial is not None:
@@ -271,7 +262,7 @@ class FetchRewriter:
         partial = request.partial
         if request.kind in ("fields", "fields-not"):
             rendered = header_fields_view(virtual.block, upstream, request.names,
-                                          negated=request.kind == "fields-not")
+                                          negated=request.kind == "fields-not", ours=virtual.names)
             if partial is None:
                 return rendered
             return rendered[partial.client_origin : partial.client_origin + partial.client_length]

@@ -40,7 +40,6 @@ from caliproxy.imap.grammar import (
     parse_sequence_set,
 )
 from caliproxy.imap.view import MailboxView, format_sequence_set
-from caliproxy.imap.virtual import OUR_NAME, OUR_NAME_UPPER, SPOOFED_NAME, SPOOFED_NAME_UPPER
 
 # A search key that matches no message, for sets that name only hidden or absent ones.
 _NOTHING: list[Token] = [Atom("NOT"), Atom("ALL")]
@@ -199,14 +198,15 @@ class SelectedMailbox:
                                                                   upstream_origin, use)))
                 return Atom(f"{item}[{section_text}]<{upstream_origin}.{upstream_length}>")
             request = SectionRequest(kind, names)
-            if not request.rewritten or not tokens:
+            header = self.classifier.header_names
+            if not request.rewritten(header) or not tokens:
                 # A list selecting neither name: the upstream's answer is the virtual one (an
                 # empty or malformed list is the upstream's to refuse).
                 partials.add(section_key(kind, tokens, client_origin), request)
                 return token
-            ours = (OUR_NAME_UPPER, SPOOFED_NAME_UPPER)
+            ours = (header.ours_upper, header.spoofed_upper)
             if kind == "fields":
-                upstream_tokens = tokens + [name for name in (OUR_NAME, SPOOFED_NAME)
+                upstream_tokens = tokens + [name for name in (header.ours, header.spoofed)
                                             if name.upper() not in names]
             else:
                 # ":" names no field: a list that excludes nothing but keeps the answer's form.

@@ -56,7 +56,7 @@ from caliproxy.imap.grammar import (
     tag_of,
     tokenize,
 )
-from caliproxy.imap.virtual import StreamNeutraliser
+from caliproxy.imap.virtual import DEFAULT_NAMES, FieldNames, StreamNeutraliser
 
 
 class UpstreamSecurity(Enum):
@@ -76,6 +76,7 @@ class SessionSettings:
     max_line: int = 65536
     max_response_line: int = 16 * 1024 * 1024
     max_literal: int = 64 * 1024 * 1024
+    header_names: FieldNames = DEFAULT_NAMES  # renamed in what a tagging listener's clients APPEND
 
 
 class _Phase(Enum):
@@ -736,7 +737,8 @@ class ProxySession:
 
     def _grant_streamed(self, current: _Assembling, line: Line) -> None:
         # Each literal of an APPEND (MULTIAPPEND) is one message with a header of its own.
-        current.neutraliser = StreamNeutraliser() if self.neutralise_appends else None
+        current.neutraliser = (StreamNeutraliser(self.settings.header_names) if self.neutralise_appends
+                               else None)
         if line.sync:
             self._client.grant_literal()
             self._to_client(_CONTINUE)

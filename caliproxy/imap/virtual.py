@@ -4,24 +4,47 @@ Pure module. Every view the client can ask for is a slice of one virtual message
 
     virtual = block (H bytes) + upstream message with each header of our name renamed in place
 
-Renaming keeps the length (``X-Caliproxy-Privacy`` becomes ``X-Caliproxy-Spoofed``), so
-``RFC822.SIZE`` is always upstream + H, known before any verdict. A partial fetch ``<o.n>`` maps to
+Renaming keeps the length (``X-Caliproxy-Privacy`` becomes ``X-Caliproxy-Spoofed``; the names
+are configurable, see :class:`FieldNames`), so ``RFC822.SIZE`` is always upstream + H, known
+before any verdict. A partial fetch ``<o.n>`` maps to
 the block's bytes in range plus an upstream range, which is what the session asks the upstream for.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-OUR_NAME = b"X-Caliproxy-Privacy"
-SPOOFED_NAME = b"X-Caliproxy-Spoofed"
-OUR_NAME_UPPER = OUR_NAME.upper()
-SPOOFED_NAME_UPPER = SPOOFED_NAME.upper()
-assert len(OUR_NAME) == len(SPOOFED_NAME)
-
-_OUR_FIELD_AT_LINE_START = re.compile(rb"(?:^|(?<=\n))" + re.escape(OUR_NAME) + rb"[ \t]*:", re.IGNORECASE)
 _END_OF_HEADER = re.compile(rb"\r?\n\r?\n")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldNames:
+    """Our header's field name and the same-length name copies of it are renamed to.
+
+    The configuration chooses them (the privacy engine checks the name); the session only needs
+    them as bytes, with the upper-cased forms IMAP header lists are compared in.
+    """
+
+    ours: bytes
+    spoofed: bytes
+    ours_upper: bytes = field(init=False)
+    spoofed_upper: bytes = field(init=False)
+    at_line_start: re.Pattern[bytes] = field(init=False)  # in a whole header section
+    field_start: re.Pattern[bytes] = field(init=False)  # at a given position
+
+    def __post_init__(self) -> None:
+        if len(self.ours) != len(self.spoofed) or self.ours.upper() == self.spoofed.upper():
+            raise ValueError("the spoofed name must differ from ours and have its length")
+        set_ = object.__setattr__
+        set_(self, "ours_upper", self.ours.upper())
+        set_(self, "spoofed_upper", self.spoofed.upper())
+        set_(self, "at_line_start",
+             re.compile(rb"(?:^|(?<=\n))" + re.escape(self.ours) + rb"[ \t]*:", re.IGNORECASE))
+        set_(self, "field_start", re.compile(re.escape(self.ours) + rb"[ \t]*:", re.IGNORECASE))
+
+
+DEFAULT_NAMES = FieldNames(b"X-Caliproxy-Privacy", b"X-Caliproxy-Spoofed")
 
 
 def header_end(header: bytes) -> int:
@@ -30,10 +53,10 @@ def header_end(header: bytes) -> int:
     return match.end() if match else len(header)
 
 
-def spoof_offsets(header: bytes) -> tuple[int, ...]:
+def spoof_offsets(header: bytes, names: FieldNames = DEFAULT_NAMES) -> tuple[int, ...]:
     """Offsets, in the upstream message, of every header field of our name (forged or stale)."""
     limit = header_end(header)
-    return tuple(m.start() for m in _OUR_FIELD_AT_LINE_START.finditer(header, 0, limit))
+    return tuple(m.start() for m in names.at_line_start.finditer(header, 0, limit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +65,7 @@ class VirtualMessage:
 
     block: bytes  # the rendered privacy header, exactly H bytes, CRLF-terminated
     spoofs: tuple[int, ...] = ()  # upstream offsets of header names to neutralise
+    names: FieldNames = DEFAULT_NAMES
 
     @property
     def extra(self) -> int:
@@ -52,14 +76,15 @@ class VirtualMessage:
         if not self.spoofs:
             return chunk
         end = offset + len(chunk)
-        width = len(OUR_NAME)
+        spoofed = self.names.spoofed
+        width = len(spoofed)
         hits = [s for s in self.spoofs if s < end and s + width > offset]
         if not hits:
             return chunk
         data = bytearray(chunk)
         for start in hits:
             for i in range(max(start, offset), min(start + width, end)):
-                data[i - offset] = SPOOFED_NAME[i - start]
+                data[i - offset] = spoofed[i - start]
         return bytes(data)
 
     def upstream_range(self, origin: int, length: int) -> tuple[int, int] | None:
@@ -80,8 +105,8 @@ class VirtualMessage:
         return self.block + self.patch(upstream, 0)
 
 
-def header_fields_view(block: bytes, upstream_result: bytes, names: frozenset[bytes], *, negated: bool
-                       ) -> bytes:
+def header_fields_view(block: bytes, upstream_result: bytes, names: frozenset[bytes], *, negated: bool,
+                       ours: FieldNames = DEFAULT_NAMES) -> bytes:
     """``BODY[HEADER.FIELDS (names)]`` (``.NOT`` when ``negated``) of the virtual message.
 
     ``names`` are the client's field names, upper-cased. ``upstream_result`` is the upstream's
@@ -91,14 +116,14 @@ def header_fields_view(block: bytes, upstream_result: bytes, names: frozenset[by
     virtual message our block is the first field and every upstream field of our name is one
     of the renamed name; the result keeps the upstream's order and its end (the empty line).
     """
-    include_block = (OUR_NAME_UPPER in names) != negated
-    keep_renamed = (SPOOFED_NAME_UPPER in names) != negated
+    include_block = (ours.ours_upper in names) != negated
+    keep_renamed = (ours.spoofed_upper in names) != negated
     out = [block] if include_block else []
     for unit, name in field_units(upstream_result):
-        if name == OUR_NAME_UPPER:
+        if name == ours.ours_upper:
             if keep_renamed:
-                out.append(SPOOFED_NAME + unit[len(OUR_NAME) :])
-        elif name == SPOOFED_NAME_UPPER:
+                out.append(ours.spoofed + unit[len(ours.ours) :])
+        elif name == ours.spoofed_upper:
             if keep_renamed:
                 out.append(unit)
         else:
@@ -140,7 +165,6 @@ def field_units(data: bytes) -> list[tuple[bytes, bytes | None]]:
     return units
 
 
-_OUR_FIELD_START = re.compile(re.escape(OUR_NAME) + rb"[ \t]*:", re.IGNORECASE)
 _NAME_AND_BLANKS = re.compile(rb"[ \t]*")
 
 
@@ -153,7 +177,8 @@ class StreamNeutraliser:
     next chunk decides it. After the header everything passes untouched.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, names: FieldNames = DEFAULT_NAMES) -> None:
+        self._names = names
         self._in_header = True
         self._line_start = True
         self._held = b""
@@ -163,23 +188,24 @@ class StreamNeutraliser:
             return data
         buffer = self._held + data if self._held else data
         self._held = b""
+        names = self._names
         out: bytearray | None = None
         position = 0
         size = len(buffer)
         while position < size:
             if self._line_start:
-                rest = buffer[position : position + len(OUR_NAME) + 64]
+                rest = buffer[position : position + len(names.ours) + 64]
                 if rest.startswith((b"\r\n", b"\n")):
                     self._in_header = False
                     break
-                if not last and b"\n" not in rest and _could_become_ours(rest):
+                if not last and b"\n" not in rest and _could_become_ours(rest, names):
                     self._held = buffer[position:]
                     size = position
                     break
-                if _OUR_FIELD_START.match(buffer, position):
+                if names.field_start.match(buffer, position):
                     if out is None:
                         out = bytearray(buffer)
-                    out[position : position + len(SPOOFED_NAME)] = SPOOFED_NAME
+                    out[position : position + len(names.spoofed)] = names.spoofed
                 self._line_start = False
             newline = buffer.find(b"\n", position)
             if newline < 0:
@@ -193,10 +219,11 @@ class StreamNeutraliser:
         return bytes(result) if out is not None else buffer
 
 
-def _could_become_ours(start: bytes) -> bool:
+def _could_become_ours(start: bytes, names: FieldNames) -> bool:
     """True when a line starting with ``start`` (no newline yet) may still be our field."""
-    if len(start) < len(OUR_NAME):
-        return OUR_NAME.upper().startswith(start.upper()) or start == b"\r"[: len(start)]
-    if start[: len(OUR_NAME)].upper() != OUR_NAME_UPPER:
+    width = len(names.ours)
+    if len(start) < width:
+        return names.ours_upper.startswith(start.upper()) or start == b"\r"[: len(start)]
+    if start[:width].upper() != names.ours_upper:
         return False
-    return _NAME_AND_BLANKS.fullmatch(start, len(OUR_NAME)) is not None
+    return _NAME_AND_BLANKS.fullmatch(start, width) is not None

@@ -29,11 +29,9 @@ FEATURES_VERSION = 1
 #: The most body bytes looked at for inline PGP; callers need not pass more.
 BODY_SNIFF_LIMIT = 64 * 1024
 
-#: Our own header name, lower-cased. Kept here (not imported from header.py) so that features
-#: stay independent of the rendering module; header.py asserts the two agree.
+#: Our own header's default name, lower-cased. Kept here (not imported from header.py) so that
+#: features stay independent of the rendering module; header.py asserts the two agree.
 PRIVACY_HEADER_NAME = "x-caliproxy-privacy"
-
-_PRIVACY_HEADER_NAME = PRIVACY_HEADER_NAME.encode("ascii")
 
 SENSITIVITY_VALUES = frozenset({"personal", "private", "company-confidential"})
 
@@ -82,13 +80,15 @@ class MessageContext:
     """What the caller knows about a message besides its bytes.
 
     ``keep_headers`` names (lower-case) the fields whose decoded values the policy's header rules
-    need; only those values are kept in the features.
+    need; only those values are kept in the features. ``privacy_header`` is our header's
+    configured name, lower-cased: fields of that name are counted, never believed.
     """
 
     account: str = ""
     mailbox: str = "INBOX"
     size: int | None = None
     keep_headers: frozenset[str] = frozenset()
+    privacy_header: str = PRIVACY_HEADER_NAME
 
 
 @dataclass(frozen=True)
@@ -382,6 +382,7 @@ def extract_features(
         _, body_start = header_bounds(raw)
         body = raw[body_start : body_start + BODY_SNIFF_LIMIT]
     keep = {name.encode("ascii", "replace") for name in context.keep_headers}
+    ours = context.privacy_header.lower().encode("ascii", "replace")
 
     received: list[ReceivedHop] = []
     auth_results: list[AuthResultsField] = []
@@ -418,7 +419,7 @@ def extract_features(
             sensitivity = sensitivity or _sensitivity(unfold(raw_value))
         elif name == b"list-id":
             list_id = list_id or _list_id(unfold(raw_value))
-        elif name == _PRIVACY_HEADER_NAME:
+        elif name == ours:
             privacy_headers_seen += 1
         if name in keep:
             kept.append((name.decode("ascii"), decode_words(unfold(raw_value))))

@@ -17,6 +17,7 @@ Pure module: standard library only plus ``caliproxy.errors`` and ``caliproxy.pri
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -27,19 +28,75 @@ from caliproxy.privacy.policy import MAX_LEVEL_NAME_LENGTH
 from caliproxy.privacy.scoring import GRADES, INDEX_VERSION, REASONS, Axis
 from caliproxy.privacy.verdict import Verdict
 
+#: The field name used unless the configuration names another (``header.name``).
 HEADER_NAME = "X-Caliproxy-Privacy"
 #: Bytes of the rendered field including its CRLF. Part of the v1 format: changing it changes
-#: every message size a client has cached.
+#: every message size a client has cached. It does not depend on the name.
 HEADER_LENGTH = 256
-#: The same-length name an existing header of ours is renamed to, so sizes stay computable.
-SPOOFED_NAME = "X-Caliproxy-Spoofed"
+#: Replaces the end of our name to make the same-length name an existing header of ours is
+#: renamed to, so sizes stay computable: ``X-Caliproxy-Privacy`` -> ``X-Caliproxy-Spoofed``.
+SPOOFED_SUFFIX = "-Spoofed"
+SPOOFED_NAME = HEADER_NAME[: -len(SPOOFED_SUFFIX)] + SPOOFED_SUFFIX
 
 assert HEADER_NAME.lower() == PRIVACY_HEADER_NAME
 assert len(SPOOFED_NAME) == len(HEADER_NAME)
 
+# A name must go unquoted into IMAP header lists (an atom) and be an RFC 5322 field name.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+# Fields mail software and the privacy engine read: renaming copies of them would break mail.
+_RESERVED = frozenset({
+    "arc-authentication-results", "arc-message-signature", "arc-seal", "authentication-results",
+    "content-description", "content-disposition", "content-transfer-encoding", "content-type",
+    "dkim-signature", "in-reply-to", "list-unsubscribe", "list-unsubscribe-post", "message-id",
+    "mime-version", "received-spf", "references", "resent-date", "resent-from", "resent-message-id",
+    "resent-sender", "return-path", "sensitivity", "x-spam-flag", "x-spam-level", "x-spam-score",
+    "x-spam-status",
+})
+
 
 class PrivacyHeaderError(PolicyError):
     """A privacy header could not be parsed (or, never expected, rendered within its length)."""
+
+
+@dataclass(frozen=True)
+class HeaderName:
+    """Our field's name and the same-length name any copy already in a message is renamed to.
+
+    Raises PrivacyHeaderError for a name that cannot work: not an atom-safe field name, one
+    that renaming would confuse with its spoofed form, a field mail software relies on, or too
+    long for the longest verdict to fit in ``HEADER_LENGTH`` bytes.
+    """
+
+    name: str = HEADER_NAME
+
+    def __post_init__(self) -> None:
+        name = self.name
+        if not _NAME.match(name):
+            raise PrivacyHeaderError(f"header name {name!r} must be letters, digits and '-', "
+                                     "starting with a letter")
+        if not len(SPOOFED_SUFFIX) + 2 <= len(name) <= MAX_NAME_LENGTH:
+            raise PrivacyHeaderError(f"header name {name!r} must be {len(SPOOFED_SUFFIX) + 2}-"
+                                     f"{MAX_NAME_LENGTH} characters long")
+        if name.lower().endswith(SPOOFED_SUFFIX.lower()):
+            raise PrivacyHeaderError(f"header name {name!r} must not end in {SPOOFED_SUFFIX!r} "
+                                     "(that is how copies of it are renamed)")
+        if name.lower() in _RESERVED:
+            raise PrivacyHeaderError(f"header name {name!r} is a field mail software relies on")
+
+    @property
+    def spoofed(self) -> str:
+        return self.name[: -len(SPOOFED_SUFFIX)] + SPOOFED_SUFFIX
+
+    @property
+    def lower(self) -> str:
+        return self.name.lower()
+
+    @functools.cached_property
+    def _ours(self) -> re.Pattern[bytes]:
+        # A field of our name starts a line (never a continuation line, which starts with WSP);
+        # RFC 5322 §4.5 obs-optional allows WSP before the colon.
+        return re.compile(rb"^" + re.escape(self.name.encode("ascii")) + rb"(?=[ \t]*:)",
+                          re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -70,14 +127,39 @@ class PrivacyHeader:
         return dict(self.axes)[name]
 
 
-def render_header(verdict: Verdict | PrivacyHeader) -> bytes:
+def _value(summary: PrivacyHeader) -> str:
+    axes = " ".join(f"{Axis(name).key}={score};" for name, score in summary.axes)
+    return (f"v={summary.version}; level={summary.level}; pi={summary.aggregate}; "
+            f"grade={summary.grade}; {axes} r={' '.join(summary.reasons)};")
+
+
+def longest_possible() -> PrivacyHeader:
+    """The longest header v1 can render: the longest level name, every score three digits, and
+    the longest reason code of every slot (two codes of one slot never apply together)."""
+    longest_by_slot: dict[str, str] = {}
+    for spec in REASONS.values():
+        if not spec.note and len(spec.code) > len(longest_by_slot.get(spec.slot, "")):
+            longest_by_slot[spec.slot] = spec.code
+    return PrivacyHeader(
+        version=INDEX_VERSION,
+        level="x" * MAX_LEVEL_NAME_LENGTH,
+        aggregate=100,
+        grade=GRADES[0],
+        axes=tuple((axis.value, 100) for axis in Axis),
+        reasons=tuple(longest_by_slot.values()),
+    )
+
+
+#: The longest name with which every verdict still fits (name, ": ", value, CRLF).
+MAX_NAME_LENGTH = HEADER_LENGTH - 2 - len(": ") - len(_value(longest_possible()))
+#: The default name, as a ``HeaderName``.
+DEFAULT_HEADER = HeaderName()
+
+
+def render_header(verdict: Verdict | PrivacyHeader, name: HeaderName | None = None) -> bytes:
     """The full header field, exactly ``HEADER_LENGTH`` bytes, ending in CRLF."""
     summary = verdict if isinstance(verdict, PrivacyHeader) else PrivacyHeader.of(verdict)
-    axes = " ".join(f"{Axis(name).key}={score};" for name, score in summary.axes)
-    line = (
-        f"{HEADER_NAME}: v={summary.version}; level={summary.level}; pi={summary.aggregate}; "
-        f"grade={summary.grade}; {axes} r={' '.join(summary.reasons)};"
-    ).encode("ascii")
+    line = f"{(name or DEFAULT_HEADER).name}: {_value(summary)}".encode("ascii")
     padding = HEADER_LENGTH - 2 - len(line)
     if padding < 0:
         # Level names and the reason table are bounded so that this cannot happen; a test
@@ -86,7 +168,7 @@ def render_header(verdict: Verdict | PrivacyHeader) -> bytes:
     return line + b" " * padding + b"\r\n"
 
 
-def render_unclassified(level: str) -> bytes:
+def render_unclassified(level: str, name: HeaderName | None = None) -> bytes:
     """The header for a message that could not be judged, ``HEADER_LENGTH`` bytes.
 
     ``level`` is the level it is treated as (the caller's fail-closed choice, normally the
@@ -94,7 +176,7 @@ def render_unclassified(level: str) -> bytes:
     """
     if not _LEVEL.match(level):
         raise PrivacyHeaderError(f"invalid level {level!r}")
-    line = f"{HEADER_NAME}: v={INDEX_VERSION}; level={level}; unclassified;".encode("ascii")
+    line = f"{(name or DEFAULT_HEADER).name}: v={INDEX_VERSION}; level={level}; unclassified;".encode("ascii")
     return line + b" " * (HEADER_LENGTH - 2 - len(line)) + b"\r\n"
 
 
@@ -105,17 +187,18 @@ _SCORE = re.compile(r"^(?:100|[1-9]?[0-9])$")
 _AXIS_BY_KEY = {axis.key: axis for axis in Axis}
 
 
-def parse_header(data: bytes) -> PrivacyHeader:
+def parse_header(data: bytes, name: HeaderName | None = None) -> PrivacyHeader:
     """Parse a rendered header field (or just its value); PrivacyHeaderError if it is not one."""
+    ours = name or DEFAULT_HEADER
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
         raise PrivacyHeaderError("privacy header is not ASCII") from None
     text = text.replace("\r\n", "").replace("\n", "").strip()
-    name, colon, value = text.partition(":")
-    if colon and "=" not in name:
-        if name.strip().lower() != PRIVACY_HEADER_NAME:
-            raise PrivacyHeaderError(f"not a {HEADER_NAME} field: {name.strip()!r}")
+    field, colon, value = text.partition(":")
+    if colon and "=" not in field:
+        if field.strip().lower() != ours.lower:
+            raise PrivacyHeaderError(f"not a {ours.name} field: {field.strip()!r}")
         text = value
     pairs: dict[str, str] = {}
     position = 0
@@ -158,22 +241,16 @@ def parse_header(data: bytes) -> PrivacyHeader:
     )
 
 
-# A field of our name starts a line (never a continuation line, which starts with WSP);
-# RFC 5322 §4.5 obs-optional allows WSP before the colon.
-_OURS = re.compile(
-    rb"^" + re.escape(HEADER_NAME.encode("ascii")) + rb"(?=[ \t]*:)", re.IGNORECASE | re.MULTILINE
-)
-
-
-def neutralise_existing(header_block: bytes) -> bytes:
-    """Rename every field of our name in the header block to ``SPOOFED_NAME``, same length.
+def neutralise_existing(header_block: bytes, name: HeaderName | None = None) -> bytes:
+    """Rename every field of our name in the header block to its spoofed form, same length.
 
     Only the header block is touched (up to the first empty line; any body after it is kept
     byte for byte), folded continuation lines are kept as they are, and the result always has
     exactly the length of the input.
     """
+    ours = name or DEFAULT_HEADER
     end, _ = header_bounds(header_block)
     head = header_block[:end]
-    if _OURS.search(head) is None:
+    if ours._ours.search(head) is None:
         return header_block
-    return _OURS.sub(SPOOFED_NAME.encode("ascii"), head) + header_block[end:]
+    return ours._ours.sub(ours.spoofed.encode("ascii"), head) + header_block[end:]

@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from caliproxy.privacy.confidentiality import LevelVerdict, confidentiality
-from caliproxy.privacy.features import MessageContext, MessageFeatures, extract_features
+from caliproxy.privacy.features import (
+    PRIVACY_HEADER_NAME,
+    MessageContext,
+    MessageFeatures,
+    extract_features,
+)
 from caliproxy.privacy.index import PrivacyIndex, privacy_index
 from caliproxy.privacy.policy import Policy
 
@@ -38,8 +43,11 @@ def judge(
     mailbox: str = "INBOX",
     size: int | None = None,
     body: bytes | None = None,
+    privacy_header: str = PRIVACY_HEADER_NAME,
 ) -> tuple[MessageFeatures, Verdict]:
-    """Extract features from header (or whole-message) bytes and judge them under ``policy``."""
-    context = MessageContext(account, mailbox, size, policy.header_names)
+    """Extract features from header (or whole-message) bytes and judge them under ``policy``.
+
+    ``privacy_header`` is our header's configured name (fields of it are counted, not believed)."""
+    context = MessageContext(account, mailbox, size, policy.header_names, privacy_header)
     features = extract_features(raw, context, body=body)
     return features, evaluate(features, policy)

@@ -12,7 +12,7 @@ logging.
 
 from __future__ import annotations
 
-from caliproxy.privacy.header import neutralise_existing
+from caliproxy.privacy.header import HeaderName, neutralise_existing
 from caliproxy.privacy.header_fields import header_bounds
 
 
@@ -34,22 +34,22 @@ def body_prefix(raw: bytes, limit: int) -> bytes:
     return raw[start : start + limit]
 
 
-def splice_header(raw: bytes, header: bytes) -> bytes:
+def splice_header(raw: bytes, header: bytes, name: HeaderName | None = None) -> bytes:
     """The message to relay: ``header`` (our privacy header field(s), CRLF-terminated, possibly
     empty) on top of ``raw``, in which every field of our name is renamed at the same length.
 
     ``len(result) == len(header) + len(raw)`` always. With an empty ``header`` nothing is added,
     but a client-supplied field of our name is still neutralised.
     """
-    return b"".join(splice_parts(raw, header))
+    return b"".join(splice_parts(raw, header, name))
 
 
-def splice_parts(raw: bytes, header: bytes) -> tuple[bytes, bytes]:
+def splice_parts(raw: bytes, header: bytes, name: HeaderName | None = None) -> tuple[bytes, bytes]:
     """:func:`splice_header` as its two parts, which the relay sends one after the other rather
     than copying a large message to join them."""
     if header and not header.endswith(b"\r\n"):
         raise ValueError("a header block must end with CRLF")
-    return header, neutralise_existing(raw)
+    return header, neutralise_existing(raw, name)
 
 
 def dot_stuff(content: bytes) -> bytes:

@@ -17,7 +17,14 @@ from typing import Protocol
 
 from caliproxy.errors import PolicyError
 from caliproxy.privacy.features import BODY_SNIFF_LIMIT
-from caliproxy.privacy.header import HEADER_LENGTH, PrivacyHeaderError, parse_header, render_header
+from caliproxy.privacy.header import (
+    DEFAULT_HEADER,
+    HEADER_LENGTH,
+    HeaderName,
+    PrivacyHeaderError,
+    parse_header,
+    render_header,
+)
 from caliproxy.privacy.policy import Policy
 from caliproxy.privacy.verdict import judge
 from caliproxy.smtp.message import body_prefix, header_block, splice_parts
@@ -62,17 +69,22 @@ class Tagger(Protocol):
 
     #: Length of every block it returns; 0 for a tagger that adds nothing.
     header_length: int
+    #: Our header's name: client-supplied fields of it are neutralised, tagging or not.
+    header_name: HeaderName
 
     def __call__(self, raw_headers: bytes, facts: SubmissionFacts) -> bytes:
         """The header block to put on top (``header_length`` bytes, CRLF-terminated or empty)."""
         ...
 
 
-class _NoTagging:
+class NoTagging:
     """Adds nothing: the message is relayed as sent (a spoofed header of our name is still
     neutralised by the splice)."""
 
     header_length = 0
+
+    def __init__(self, header_name: HeaderName = DEFAULT_HEADER) -> None:
+        self.header_name = header_name
 
     def __call__(self, raw_headers: bytes, facts: SubmissionFacts) -> bytes:
         return b""
@@ -81,7 +93,7 @@ class _NoTagging:
         return "NO_TAGGING"
 
 
-NO_TAGGING: Tagger = _NoTagging()
+NO_TAGGING: Tagger = NoTagging()
 
 
 class PrivacyTagger:
@@ -93,13 +105,14 @@ class PrivacyTagger:
 
     header_length = HEADER_LENGTH
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, header_name: HeaderName = DEFAULT_HEADER) -> None:
         self.policy = policy
+        self.header_name = header_name
 
     def __call__(self, raw_headers: bytes, facts: SubmissionFacts) -> bytes:
         _, verdict = judge(raw_headers, self.policy, account=facts.account, mailbox=SENT_MAILBOX,
-                           body=facts.body_prefix)
-        return render_header(verdict)
+                           body=facts.body_prefix, privacy_header=self.header_name.lower)
+        return render_header(verdict, self.header_name)
 
     def __repr__(self) -> str:
         return "PrivacyTagger"
@@ -128,7 +141,8 @@ class Tagged:
         if not self.header:
             return None
         try:
-            return parse_header(self.header).level
+            # Our own block: its value is what counts (the name is the configured one).
+            return parse_header(self.header.partition(b":")[2]).level
         except PrivacyHeaderError:
             return None
 
@@ -141,5 +155,5 @@ def tag_message(raw: bytes, tagger: Tagger, facts: SubmissionFacts) -> Tagged:
     header = tagger(header_block(raw), facts)
     if len(header) != tagger.header_length:
         raise PolicyError(f"privacy header of {len(header)} bytes, {tagger.header_length} promised")
-    return Tagged(*splice_parts(raw, header))
+    return Tagged(*splice_parts(raw, header, tagger.header_name))
 

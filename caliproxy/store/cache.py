@@ -5,7 +5,9 @@ Keyed by (upstream, account, mailbox, UIDVALIDITY, UID). What is stored, per mes
 * the engine's ``MessageFeatures`` as JSON (transport hops, authentication results, spam
   verdicts, content type, sensitivity, list id, participants) and the features version, without
   the account and mailbox names (the key has them, as digests);
-* the offsets of any forged privacy header in the upstream header (to neutralise it);
+* the offsets of any forged privacy header in the upstream header (to neutralise it), which
+  depend on our header's name: the name the entries were made with is kept (table ``meta``) and
+  opening the cache with another name drops every entry;
 * nothing of the message content: no subject, no body, no other header values — except the
   values of header fields the policy's own ``header`` rules name, which it needs to re-level.
 
@@ -32,7 +34,9 @@ from pathlib import Path
 
 from caliproxy.errors import CaliproxyError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: The header name of caches that do not record one (schema 2 and older): the only one there was.
+_FORMER_HEADER_NAME = "X-Caliproxy-Privacy"
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -57,6 +61,9 @@ _MIGRATIONS: dict[int, str] = {
     # Version 1 files also kept the account and mailbox names in clear inside the features.
     2: """
         UPDATE message SET features = json_set(features, '$.account', '', '$.mailbox', '');
+    """,
+    3: """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     """,
 }
 
@@ -86,9 +93,11 @@ class CachedEntry:
 
 
 class ClassificationCache:
-    """SQLite-backed cache; ``path=":memory:"`` keeps it in memory (tests, or no state dir)."""
+    """SQLite-backed cache; ``path=":memory:"`` keeps it in memory (tests, or no state dir).
 
-    def __init__(self, path: str | Path) -> None:
+    ``header_name`` is our header's configured name (see the module docstring)."""
+
+    def __init__(self, path: str | Path, header_name: str = _FORMER_HEADER_NAME) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +112,7 @@ class ClassificationCache:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+            self._check_header_name(header_name)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise CacheError(f"{self.path}: not a usable classification cache: {exc}") from None
@@ -125,6 +135,15 @@ class ClassificationCache:
             # it in free pages or in the write-ahead log.
             self._db.execute("VACUUM")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _check_header_name(self, name: str) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'header_name'").fetchone()
+        made_with = row[0] if row is not None else _FORMER_HEADER_NAME
+        if made_with.lower() != name.lower():
+            # Offsets of forged headers of the old name: useless, and wrong to patch.
+            self._db.execute("DELETE FROM mailbox")
+        if row is None or made_with != name:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('header_name', ?)", (name,))
 
     def close(self) -> None:
         self._db.close()

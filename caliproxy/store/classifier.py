@@ -13,19 +13,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from caliproxy.imap.classify import Tagged
-from caliproxy.imap.virtual import spoof_offsets
+from caliproxy.imap.virtual import FieldNames, spoof_offsets
 from caliproxy.privacy.features import (
     FEATURES_VERSION,
     MessageContext,
     MessageFeatures,
     extract_features,
 )
-from caliproxy.privacy.header import HEADER_LENGTH, render_header, render_unclassified
+from caliproxy.privacy.header import (
+    DEFAULT_HEADER,
+    HEADER_LENGTH,
+    HeaderName,
+    render_header,
+    render_unclassified,
+)
 from caliproxy.privacy.policy import Policy
 from caliproxy.privacy.verdict import evaluate
 from caliproxy.store.cache import CachedEntry, ClassificationCache, MailboxKey, digest
 
 _ADDRESS_FIELDS = ("from_addresses", "sender_addresses", "reply_to", "to", "cc", "bcc")
+
+
+def field_names(header: HeaderName) -> FieldNames:
+    """The IMAP session's view of a (checked) header name."""
+    return FieldNames(header.name.encode("ascii"), header.spoofed.encode("ascii"))
 
 
 def policy_needs_addresses(policy: Policy) -> bool:
@@ -48,18 +59,22 @@ class VerdictMemory:
     """Process-wide memory of verdicts under one policy, shared by every connection."""
 
     def __init__(self, policy: Policy, cache: ClassificationCache, upstream: str,
-                 observe: Callable[[float, list[str]], None] | None = None) -> None:
+                 observe: Callable[[float, list[str]], None] | None = None,
+                 header: HeaderName = DEFAULT_HEADER) -> None:
         self.policy = policy
+        self.header = header
+        self.field_names = field_names(header)
         self.observe = observe  # (seconds, levels) after each classified batch, for metrics
         self.cache = cache
         self.upstream = upstream
         self.keep_addresses = policy_needs_addresses(policy)
         self._memory: dict[MailboxKey, dict[int, Tagged]] = {}
-        self.unclassifiable = Tagged(policy.levels.highest, render_unclassified(policy.levels.highest), ())
+        self.unclassifiable = Tagged(policy.levels.highest,
+                                     render_unclassified(policy.levels.highest, header), ())
 
     def _tag(self, features: MessageFeatures, spoofs: tuple[int, ...]) -> Tagged:
         verdict = evaluate(features, self.policy)
-        return Tagged(verdict.level.level, render_header(verdict), spoofs)
+        return Tagged(verdict.level.level, render_header(verdict, self.header), spoofs)
 
     def known(self, key: MailboxKey, uids: Sequence[int]) -> dict[int, Tagged]:
         memory = self._memory.setdefault(key, {})
@@ -85,12 +100,12 @@ class VerdictMemory:
     def classify(self, key: MailboxKey, headers: Sequence[tuple[int, bytes]]) -> dict[int, Tagged]:
         started = time.monotonic()
         memory = self._memory.setdefault(key, {})
-        context = MessageContext(key.account, key.mailbox, None, self.policy.header_names)
+        context = MessageContext(key.account, key.mailbox, None, self.policy.header_names, self.header.lower)
         result: dict[int, Tagged] = {}
         entries = []
         for uid, header in headers:
             features = extract_features(header, context)
-            spoofs = spoof_offsets(header)
+            spoofs = spoof_offsets(header, self.field_names)
             tagged = self._tag(features, spoofs)
             memory[uid] = result[uid] = tagged
             stored = (features if self.keep_addresses else redact(features)).to_dict()
@@ -112,6 +127,7 @@ class SessionClassifier:
         self.account = account
         self.clearance = clearance
         self._levels = memory.policy.levels
+        self.header_names = memory.field_names
 
     def _key(self, mailbox: str, uidvalidity: int) -> MailboxKey:
         return MailboxKey(self.memory.upstream, self.account, mailbox, uidvalidity)

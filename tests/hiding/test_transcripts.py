@@ -17,6 +17,7 @@ import pytest
 from caliproxy.imap.classify import Tagged
 from caliproxy.imap.mailbox_session import MailboxSession
 from caliproxy.imap.session import SessionSettings, UpstreamSecurity
+from caliproxy.imap.virtual import DEFAULT_NAMES
 from tests.imap.conftest import DOVECOT_POST, DOVECOT_PRE
 from tests.imap.playbook import Playbook
 
@@ -27,6 +28,7 @@ class SubjectClassifier:
     """Secret when the header mentions SECRET; the clearance (internal) sees the rest."""
 
     header_length = 0
+    header_names = DEFAULT_NAMES
 
     def __init__(self, *, hides: bool = True) -> None:
         self.cache: dict[int, Tagged] = {}

@@ -110,6 +110,17 @@ def test_invalid_reload_keeps_the_old_configuration(running):
     assert login(running).select("INBOX")[1] == [b"2"]
 
 
+def test_reload_refuses_a_new_header_name(running):
+    """Clients cached messages under the old name: a new one needs a restart."""
+    client = login(running)
+    rewrite_config(running, lambda c: c.update(header={"name": "X-Home-Privacy"}))
+    running.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "header.name changed: restart caliproxy" in running.log())
+    client.select("INBOX")
+    _, data = client.fetch("1", "(BODY.PEEK[HEADER])")
+    assert data[0][1].startswith(b"X-Caliproxy-Privacy: v=1;")
+
+
 def test_reload_lowering_clearance_ends_affected_sessions_only(running):
     imaps = login(running)
     imaps.select("INBOX")

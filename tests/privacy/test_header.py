@@ -10,16 +10,18 @@ import pytest
 from caliproxy.privacy.header import (
     HEADER_LENGTH,
     HEADER_NAME,
+    MAX_NAME_LENGTH,
     SPOOFED_NAME,
+    HeaderName,
     PrivacyHeader,
     PrivacyHeaderError,
+    longest_possible,
     neutralise_existing,
     parse_header,
     render_header,
     render_unclassified,
 )
 from caliproxy.privacy.policy import MAX_LEVEL_NAME_LENGTH, Policy
-from caliproxy.privacy.scoring import REASONS, Axis
 from caliproxy.privacy.verdict import judge
 
 from . import corpus as c
@@ -32,22 +34,11 @@ def test_header_length_is_the_documented_constant() -> None:
 
 
 def _longest_possible() -> PrivacyHeader:
-    """The longest header v1 can render: the longest level name, every score three digits, and the
-    longest reason code of every slot (two codes of one slot never apply together)."""
-    longest_by_slot: dict[str, str] = {}
-    for spec in REASONS.values():
-        if spec.note:
-            continue
-        if len(spec.code) > len(longest_by_slot.get(spec.slot, "")):
-            longest_by_slot[spec.slot] = spec.code
-    return PrivacyHeader(
-        version=1,
-        level="x" * MAX_LEVEL_NAME_LENGTH,
-        aggregate=100,
-        grade="A",
-        axes=tuple((axis.value, 100) for axis in Axis),
-        reasons=tuple(longest_by_slot.values()),
-    )
+    """The longest header v1 can render (the longest level name, three-digit scores, the longest
+    reason code of every slot); checked here to be what the name length limit is computed from."""
+    longest = longest_possible()
+    assert len(longest.level) == MAX_LEVEL_NAME_LENGTH and all(score == 100 for _, score in longest.axes)
+    return longest
 
 
 def test_the_longest_possible_verdict_fits() -> None:
@@ -146,3 +137,55 @@ def test_neutralise_leaves_clean_input_untouched() -> None:
 
 def test_neutralise_works_on_header_bytes_without_the_empty_line() -> None:
     assert neutralise_existing(b"A: 1\nX-Caliproxy-Privacy: 2") == b"A: 1\nX-Caliproxy-Spoofed: 2"
+
+
+# --- a configured name ---------------------------------------------------------------------------
+
+
+def test_the_default_name_and_its_spoofed_form() -> None:
+    assert HeaderName().name == HEADER_NAME and HeaderName().spoofed == SPOOFED_NAME
+
+
+@pytest.mark.parametrize("name", ["X-Home-Privacy", "Privacy-Verdict", "X-" + "a" * (MAX_NAME_LENGTH - 2)])
+def test_any_valid_name_renders_parses_and_neutralises_at_constant_length(name: str) -> None:
+    ours = HeaderName(name)
+    assert len(ours.spoofed) == len(name) and ours.spoofed.endswith("-Spoofed")
+    rendered = render_header(_longest_possible(), ours)
+    assert len(rendered) == HEADER_LENGTH and rendered.startswith(name.encode() + b": v=1; ")
+    assert parse_header(rendered, ours) == _longest_possible()
+    with pytest.raises(PrivacyHeaderError):
+        parse_header(rendered)  # under the default name it is some other field
+    assert len(render_unclassified("secret", ours)) == HEADER_LENGTH
+    block = (name.lower().encode() + b" : forged\r\n" + HEADER_NAME.encode() + b": not ours now\r\n"
+             b"\r\n" + name.encode() + b": body\r\n")
+    out = neutralise_existing(block, ours)
+    assert len(out) == len(block)
+    assert out.startswith(ours.spoofed.encode() + b" : forged\r\n" + HEADER_NAME.encode() + b": not ours")
+    assert out.endswith(name.encode() + b": body\r\n")
+
+
+@pytest.mark.parametrize("name, why", [
+    ("X-Caliproxy-Spoofed", "must not end in"),
+    ("x-home-SPOOFED", "must not end in"),
+    ("Content-Type", "relies on"),
+    ("Authentication-Results", "relies on"),
+    ("X-Priv", "characters long"),
+    ("X-" + "a" * (MAX_NAME_LENGTH - 1), "characters long"),
+    ("X-Home Privacy", "letters, digits"),
+    ("X-Home:Privacy", "letters, digits"),
+    ("1-Home-Privacy", "starting with a letter"),
+    ("X-Hôme-Privacy", "letters, digits"),
+])
+def test_names_that_cannot_work_are_refused(name: str, why: str) -> None:
+    with pytest.raises(PrivacyHeaderError, match=why):
+        HeaderName(name)
+
+
+def test_fields_of_the_configured_name_are_counted_not_believed() -> None:
+    from caliproxy.privacy.features import MessageContext, extract_features
+
+    raw = b"X-Home-Privacy: v=1; level=public;\r\nX-Caliproxy-Privacy: v=1;\r\nSubject: s\r\n\r\n"
+    assert extract_features(raw, MessageContext(privacy_header="x-home-privacy")).privacy_headers_seen == 1
+    assert extract_features(raw).privacy_headers_seen == 1
+    assert extract_features(b"Subject: s\r\n\r\n", MessageContext(privacy_header="x-home-privacy")
+                            ).privacy_headers_seen == 0

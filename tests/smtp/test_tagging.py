@@ -7,7 +7,7 @@ import pytest
 
 from caliproxy.errors import PolicyError
 from caliproxy.policy_config import policy_from_mapping
-from caliproxy.privacy.header import HEADER_LENGTH, HEADER_NAME, parse_header, render_header
+from caliproxy.privacy.header import DEFAULT_HEADER, HEADER_LENGTH, HEADER_NAME, parse_header, render_header
 from caliproxy.privacy.verdict import judge
 from caliproxy.smtp.message import header_block
 from caliproxy.smtp.tagging import (
@@ -61,6 +61,7 @@ def test_a_spoofed_header_does_not_change_the_verdict_or_survive():
 def test_a_tagger_that_breaks_its_length_promise_stops_the_relay():
     class Broken:
         header_length = 10
+        header_name = DEFAULT_HEADER
 
         def __call__(self, raw_headers, facts):
             return b"X: 1\r\n"

@@ -9,7 +9,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caliproxy.imap.virtual import StreamNeutraliser
+from caliproxy.imap.virtual import FieldNames, StreamNeutraliser, spoof_offsets
 
 from .imap_model import renamed
 
@@ -62,3 +62,16 @@ def test_a_message_without_our_field_passes_as_is_chunk_for_chunk():
     chunks = [b"Subject: x\r\nFrom: a@b\r\n\r\n", b"X-Caliproxy-Privacy: body\r\n" * 3]
     assert [neutraliser.feed(c, i == 1) for i, c in enumerate(chunks)] == chunks
     assert re.search(rb"Spoofed", b"".join(chunks)) is None
+
+
+def test_a_configured_name_is_renamed_and_the_default_one_left_alone_at_every_split_point():
+    names = FieldNames(b"X-Home-Privacy", b"X-Home-Spoofed")
+    message = (b"x-home-privacy : forged\r\nX-Caliproxy-Privacy: ordinary now\r\nX-Home-Privacy-2: no\r\n"
+               b"\r\nX-Home-Privacy: body\r\n")
+    want = message.replace(b"x-home-privacy :", b"X-Home-Spoofed :", 1)
+    for cut in range(len(message) + 1):
+        neutraliser = StreamNeutraliser(names)
+        got = neutraliser.feed(message[:cut], False) + neutraliser.feed(message[cut:], True)
+        assert got == want
+    assert spoof_offsets(message, names) == (0,)
+    assert spoof_offsets(message) == (message.index(b"X-Caliproxy-Privacy"),)

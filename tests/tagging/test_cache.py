@@ -245,7 +245,32 @@ def test_a_version_1_file_is_migrated_and_scrubbed_of_account_and_mailbox_names(
                    ('{"account": "Kx93.account@example.test", "mailbox": "Kx93 folder", "size": null}',))
     ClassificationCache(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert db.execute("SELECT features FROM message").fetchone()[0] == \
             '{"account":"","mailbox":"","size":null}'
+        # made with the only name there was then
+        assert db.execute("SELECT value FROM meta").fetchall() == [("X-Caliproxy-Privacy",)]
     assert not any(b"Kx93" in file.read_bytes() for file in tmp_path.iterdir())
+
+
+def _one_entry(cache: ClassificationCache) -> MailboxKey:
+    key = MailboxKey(UPSTREAM, "alice", "INBOX", 7)
+    cache.put_many(key, [(1, CachedEntry({"size": None}, 1, False, (40,)))])
+    return key
+
+
+def test_entries_made_under_another_header_name_are_dropped(tmp_path):
+    path = tmp_path / "cache.db"
+    cache = ClassificationCache(path)
+    key = _one_entry(cache)
+    cache.close()
+    same = ClassificationCache(path, "x-caliproxy-privacy")  # header names ignore case
+    assert same.get_many(key, [1])[1].spoofs == (40,)
+    same.close()
+    # The spoof offsets were found for the old name: patching them under a new one would be wrong.
+    renamed = ClassificationCache(path, "X-Home-Privacy")
+    assert renamed.count() == 0
+    _one_entry(renamed)
+    renamed.close()
+    assert ClassificationCache(path, "X-Home-Privacy").count() == 1
+    assert ClassificationCache(path).count() == 0

@@ -26,7 +26,7 @@ from caliproxy.imap.framing import Framer, Line
 from caliproxy.imap.grammar import Atom, CommandStart, may_carry_literal
 from caliproxy.imap.selected import SelectedMailbox
 from caliproxy.imap.view import MailboxView
-from caliproxy.imap.virtual import spoof_offsets
+from caliproxy.imap.virtual import DEFAULT_NAMES, spoof_offsets
 from caliproxy.privacy.header import HEADER_LENGTH, render_unclassified
 
 from .imap_model import (
@@ -47,6 +47,7 @@ class _SeesAll:
     """The classifier as far as translating commands needs it."""
 
     header_length = HEADER_LENGTH
+    header_names = DEFAULT_NAMES
     hides_anything = False
 
     def visible(self, level: str) -> bool:

@@ -33,6 +33,7 @@ def test_example_config_loads_and_documents_every_key() -> None:
     assert config.upstream_smtp is not None and config.upstream_smtp.port == 465
     assert config.upstream_imap.tls == "implicit" and config.upstream_imap.ca_file is None
     assert config.limits.idle_timeout == 1800
+    assert config.header.name == "X-Caliproxy-Privacy"
 
 
 def test_minimal_config_has_safe_defaults() -> None:
@@ -41,6 +42,12 @@ def test_minimal_config_has_safe_defaults() -> None:
     assert config.upstream_imap.tls == "implicit"  # upstream TLS unless said otherwise
     assert config.upstream_imap.verify_name == "127.0.0.1"
     assert config.limits.preauth_timeout == 60
+    assert config.header.name == "X-Caliproxy-Privacy" and config.header.spoofed == "X-Caliproxy-Spoofed"
+
+
+def test_the_header_name_is_configurable() -> None:
+    config = parse_config(MINIMAL + "header:\n  name: X-Home-Privacy\n")
+    assert (config.header.name, config.header.spoofed) == ("X-Home-Privacy", "X-Home-Spoofed")
 
 
 @pytest.mark.parametrize(
@@ -53,6 +60,9 @@ def test_minimal_config_has_safe_defaults() -> None:
         (MINIMAL.replace("host: 127.0.0.1", "hots: x"), r"upstream.imap.hots: unknown key"),
         (MINIMAL + "limits:\n  idle_timeout: 60\n", r"limits.idle_timeout: must be at least 1800"),
         (MINIMAL.replace("tls: none", "tls: implicit"), r"needs the top-level tls"),
+        (MINIMAL + "header:\n  name: X-Mine-Spoofed\n", r"<config>:11: header.name: .* must not end in"),
+        (MINIMAL + "header:\n  name: Content-Type\n", r"header.name: .* mail software relies on"),
+        (MINIMAL + "header:\n  nom: X\n", r"header.nom: unknown key"),
         ("listeners: [\n", r"not valid YAML"),
         ("", r"the file is empty"),
     ],
