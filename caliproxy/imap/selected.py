@@ -10,7 +10,10 @@ how each response naming messages must be rewritten for the client:
   the last *visible* message;
 * a command that names only hidden or non-existent messages acts on nothing and is answered the
   way Dovecot answers for a message that does not exist;
-* EXPUNGE and CLOSE only ever remove visible messages (``UID EXPUNGE`` of the visible set).
+* EXPUNGE and CLOSE only ever remove visible messages (``UID EXPUNGE`` of the visible set);
+* a message set too long for one upstream command line (visible and hidden mail alternating) is
+  split into consecutive pieces, each sent as a command of its own (``Translated.more_sets``);
+  a search key's set, which cannot be split, is widened over hidden messages only.
 
 The session drives it: it decides when commands are sent and feeds it upstream data.
 """
@@ -39,13 +42,20 @@ from caliproxy.imap.grammar import (
     is_sequence_set,
     parse_sequence_set,
 )
-from caliproxy.imap.view import MailboxView, format_sequence_set
+from caliproxy.imap.view import MailboxView, format_sequence_set, split_sequence_set
 
 # A search key that matches no message, for sets that name only hidden or absent ones.
 _NOTHING: list[Token] = [Atom("NOT"), Atom("ALL")]
 # Longest visible UID set a search is confined to (the upstream's command line is finite:
 # Dovecot takes 64 KiB).
 MAX_CONFINING_SET = 32 * 1024
+# Longest message set put on one upstream command line. Dovecot refuses a line longer than its
+# imap_max_line_length (64 KiB by default) with "BAD ... Too long argument", and the exact visible
+# set of a mailbox where visible and hidden mail alternate is longer than that (12,000 visible
+# UIDs of five digits: ~70 KB). Longer sets are split into commands of their own, or, in search
+# keys, widened over hidden messages. 16 KiB leaves room for the rest of the line (fetch items, a
+# mailbox name, the confining set of a search) and keeps each piece's answer modest.
+MAX_UPSTREAM_SET = 16 * 1024
 # What a command naming no visible message names upstream: the highest UID there can be, which
 # no message of a real mailbox has. The upstream then answers as it does for a set naming
 # nothing (its own words, its checks of the rest of the command) and reports new mail and
@@ -68,6 +78,9 @@ class Translated:
     # of them. ``confined`` asks the same over the visible ones only (None: cannot be asked).
     unconfined: bool = False
     confined: list[Token] | None = None
+    # The message set did not fit one upstream line: ``args`` names its first piece, these the
+    # rest, in order, each to be sent in the same command once the one before completed.
+    more_sets: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -140,11 +153,12 @@ class SelectedMailbox:
     def _translate_set_command(self, start: CommandStart, args: list[Token], shift_partials: bool
                                ) -> Translated:
         ranges = parse_sequence_set(str(args[0]))
+        uid = None
         if start.uid:
             uids = self.view.uids_for_uid_set(ranges)
             if not uids:
                 return self._naming_nothing(start, args)
-            new_set = Atom(format_sequence_set(uids).decode())
+            sets = split_sequence_set(uids, MAX_UPSTREAM_SET)
         else:
             if not self._seq_set_ok(ranges):
                 # Dovecot's words (its timing aside) for a number beyond the mailbox
@@ -152,12 +166,21 @@ class SelectedMailbox:
                                   local_text=f"Error in IMAP command {start.verb}: "
                                              "Invalid messageset.")
             uids = self.view.uids_for_sequence_set(ranges)
-            new_set = Atom(format_sequence_set(self.upstream_seqs(uids)).decode())
+            sets = split_sequence_set(self.upstream_seqs(uids), MAX_UPSTREAM_SET)
+            if len(sets) > 1 and start.verb in ("COPY", "MOVE"):
+                # The upstream may send EXPUNGE during a COPY or MOVE, renumbering the messages
+                # before the next piece is read: the pieces name UIDs, which stay. (FETCH and
+                # STORE keep sequence numbers: no EXPUNGE may come during them, RFC 3501 §7.4.1,
+                # so the numbering holds from piece to piece, and the client, which may not
+                # hear an EXPUNGE during its FETCH or STORE, does not.)
+                sets = split_sequence_set(uids, MAX_UPSTREAM_SET)
+                uid = True
         rest = list(args[1:])
         partials = None
         if start.verb == "FETCH" and shift_partials:
             rest, partials = self._translate_fetch_items(rest)
-        return Translated(args=[new_set, *rest], partials=partials)
+        return Translated(args=[Atom(sets[0].decode()), *rest], partials=partials, uid=uid,
+                          more_sets=sets[1:])
 
     def _translate_fetch_items(self, items: list[Token]) -> tuple[list[Token], PartialMap]:
         """Sections that start at the top of the message, as the upstream must be asked for them.
@@ -268,12 +291,12 @@ class SelectedMailbox:
             return position + 1
         if is_sequence_set(key):
             uids = self.view.uids_for_sequence_set(parse_sequence_set(str(key)))
-            out.append(Atom(format_sequence_set(self.upstream_seqs(uids)).decode()) if uids else _NOTHING)
+            out.append(Atom(self._search_set(uids, uid=False).decode()) if uids else _NOTHING)
             return position + 1
         name = key.upper() if isinstance(key, Atom) else ""
         if name == "UID":
             uids = self.view.uids_for_uid_set(parse_sequence_set(str(keys[position + 1])))
-            out.extend([key, Atom(format_sequence_set(uids).decode())] if uids else [_NOTHING])
+            out.extend([key, Atom(self._search_set(uids, uid=True).decode())] if uids else [_NOTHING])
             return position + 2
         if name == "NOT":
             out.append(key)
@@ -285,6 +308,34 @@ class SelectedMailbox:
         out.extend(keys[position : position + 1 + arity])
         return position + 1 + arity
 
+    def _search_set(self, uids: list[int], *, uid: bool) -> bytes:
+        """A search key's set naming the visible ``uids`` (UIDs or upstream sequence numbers).
+
+        Exact when it fits one upstream line. Otherwise widened: each run of ``uids`` that are
+        neighbours among the *visible* messages becomes one range from its first to its last,
+        taking in the hidden messages between them and nothing else. Such a set names exactly
+        the same visible messages as the exact one, and every search result is confined to
+        visible messages (``search_result``), so the result is the same under any key
+        combination (NOT, OR) — the hidden messages it takes in never reach the client. A
+        search reads and changes nothing, so the upstream looking at them does no harm."""
+        numbers = uids if uid else self.upstream_seqs(uids)
+        exact = format_sequence_set(numbers)
+        if len(exact) <= MAX_UPSTREAM_SET:
+            return exact
+        visible = self.view.visible
+        parts: list[bytes] = []
+        first = previous = 0
+        for index, uid_ in enumerate(uids):
+            rank = bisect_left(visible, uid_)
+            if index and rank == previous + 1:
+                previous = rank
+                continue
+            if index:
+                parts.append(_range(numbers[first], numbers[index - 1]))
+            first, previous = index, rank
+        parts.append(_range(numbers[first], numbers[-1]))
+        return b",".join(parts)
+
     def _translate_expunge(self, start: CommandStart, args: list[Token]) -> Translated:
         if not self.hides:
             return Translated(args=args)
@@ -294,7 +345,8 @@ class SelectedMailbox:
             uids = list(self.view.visible)
         if not uids:
             return self._naming_nothing(start, [Atom("0")], verb="EXPUNGE")
-        return Translated(args=[Atom(format_sequence_set(uids).decode())], verb="EXPUNGE", uid=True)
+        sets = split_sequence_set(uids, MAX_UPSTREAM_SET)
+        return Translated(args=[Atom(sets[0].decode())], verb="EXPUNGE", uid=True, more_sets=sets[1:])
 
     def _naming_nothing(self, start: CommandStart, args: list[Token], *, verb: str | None = None
                         ) -> Translated:
@@ -306,8 +358,9 @@ class SelectedMailbox:
             return Translated(local_text=text)
         return Translated(args=[Atom(str(NO_MESSAGE)), *args[1:]], verb=verb, uid=True)
 
-    def visible_uid_set(self) -> bytes | None:
-        return format_sequence_set(self.view.visible) if self.view.visible else None
+    def visible_uid_sets(self) -> list[bytes]:
+        """The visible UIDs in pieces that each fit one upstream line (none: no visible mail)."""
+        return split_sequence_set(self.view.visible, MAX_UPSTREAM_SET) if self.view.visible else []
 
     # -- responses -------------------------------------------------------------------------------
 
@@ -321,3 +374,7 @@ class SelectedMailbox:
                 if client is not None:
                     result.append(client)
         return sorted(result)
+
+
+def _range(low: int, high: int) -> bytes:
+    return b"%d" % low if low == high else b"%d:%d" % (low, high)

@@ -108,13 +108,35 @@ class MailboxView:
 
 def format_sequence_set(uids: list[int]) -> bytes:
     """Compact ``1:3,7,9:10`` form of sorted UIDs (empty input is the caller's problem)."""
+    return b",".join(_set_parts(uids))
+
+
+def split_sequence_set(numbers: list[int], limit: int) -> list[bytes]:
+    """The compact form of sorted ``numbers`` cut into consecutive sets of at most ``limit`` bytes.
+
+    One set when it fits (the same as :func:`format_sequence_set`); cut only between ranges, so
+    together the pieces name exactly ``numbers``, in ascending order."""
+    pieces: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for part in _set_parts(numbers):
+        if current and size + 1 + len(part) > limit:
+            pieces.append(b",".join(current))
+            current, size = [], 0
+        size += len(part) + (1 if current else 0)
+        current.append(part)
+    pieces.append(b",".join(current))
+    return pieces
+
+
+def _set_parts(numbers: list[int]) -> list[bytes]:
     parts: list[bytes] = []
-    start = prev = uids[0]
-    for uid in uids[1:]:
-        if uid == prev + 1:
-            prev = uid
+    start = prev = numbers[0]
+    for number in numbers[1:]:
+        if number == prev + 1:
+            prev = number
             continue
         parts.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
-        start = prev = uid
+        start = prev = number
     parts.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
-    return b",".join(parts)
+    return parts
