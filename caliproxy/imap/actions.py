@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from caliproxy.imap.grammar import Token
+
 
 def _sizes(name: str, chunks: list[bytes]) -> str:
     # Sends carry credentials and message content: their repr (in logs, tracebacks, test output)
@@ -73,7 +75,31 @@ class CommandDone:
     local: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CountMessages:
+    """Count ``mailbox`` as this session may see it, on the proxy's own upstream connection.
+
+    The session waits (its STATUS is in progress) until the IO shell feeds the
+    :class:`CountAnswer` back (``MailboxSession.counted``); see ``side_session``."""
+
+    mailbox: str  # the name as the classification cache keys it (INBOX normalised)
+    name: Token  # the name as the client wrote it, sent upstream as it is
+    items: tuple[str, ...]  # upper-case STATUS items, in the client's order
+
+
+@dataclass(frozen=True, slots=True)
+class CountAnswer:
+    """The counts for a :class:`CountMessages`, or why there are none.
+
+    ``values`` is None when the query failed; ``refusal`` is then the upstream's own NO to
+    EXAMINE (code and text, e.g. ``[NONEXISTENT] Mailbox doesn't exist: X``) when it refused the
+    mailbox itself, or empty when the connection or the login failed."""
+
+    values: dict[str, int] | None
+    refusal: bytes = b""
+
+
 Action = (
     SendClient | SendServer | StartClientTLS | StartServerTLS | CloseClient | CloseServer
-    | Authenticated | CommandDone
+    | Authenticated | CommandDone | CountMessages
 )

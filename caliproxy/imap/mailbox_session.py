@@ -30,7 +30,8 @@ from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 
 from caliproxy.errors import ServerProtocolError
-from caliproxy.imap.actions import Action, CommandDone
+from caliproxy.imap import fetch_fast
+from caliproxy.imap.actions import Action, CommandDone, CountAnswer, CountMessages
 from caliproxy.imap.classify import Classifier, Tagged, classify_fetched, header_fetches
 from caliproxy.imap.fetch_items import FetchCollector, FetchScan, scan_fragment
 from caliproxy.imap.fetch_rewrite import FetchRewriter, PartialMap
@@ -132,6 +133,8 @@ class _Chunked:
 
 
 Flow = Generator[bytes, _OpResult, None]
+# A flow that waits for the proxy's own upstream connection (STATUS of another mailbox)
+_CountFlow = Generator[CountMessages, CountAnswer, None]
 
 
 class MailboxSession(ProxySession):
@@ -145,7 +148,8 @@ class MailboxSession(ProxySession):
         self._awaiting_classifier = False
         self._mailbox: SelectedMailbox | None = None
         self._selecting: _Selecting | None = None
-        self._flow: Flow | None = None
+        self._flow: Flow | _CountFlow | None = None
+        self._counting = False  # the flow waits for a CountAnswer (see counted)
         self._flow_tag: bytes | None = None
         self._flow_owner: CommandStart | None = None  # the client command a flow works for
         self._flow_result = _OpResult()
@@ -163,6 +167,9 @@ class MailboxSession(ProxySession):
         self._expunged_during: list[bool] = []  # while one is in flight: each EXPUNGE, visible?
         self._chunked: _Chunked | None = None  # a client command sent in pieces, in flight
         self.hidden_count = 0  # messages this session was not shown (for the audit log)
+        # _passes_unchanged's answers, for the section map of the FETCH in flight
+        self._fast_partials: PartialMap | None = None
+        self._fast_sections: dict[bytes, bool] = {}
 
     # -- set up by the IO shell after login ---------------------------------------------------------
 
@@ -173,6 +180,8 @@ class MailboxSession(ProxySession):
     def set_classifier(self, classifier: Classifier | None) -> list[Action]:
         """The account's classifier and frozen clearance; None: nothing to tag or hide."""
         self.classifier = classifier
+        if classifier is None or not classifier.hides_anything:
+            self.credentials = None  # only a session that hides counts on a connection of its own
         self._awaiting_classifier = False
         self._run(self._pump_client)
         return self._take()
@@ -501,15 +510,93 @@ class MailboxSession(ProxySession):
             self._announce_keywords(mailbox, event)
         tagged = mailbox.tag_of(uid) if self.tagging else None
         partials = self._fetch_maps[0][1] if self._fetch_maps else None
-        rewriter = FetchRewriter(client, tagged, partials, mailbox.classifier.header_names)
+        rewriter = self._rewriter(mailbox, client, tagged, partials)
         for chunk in rewriter.fragment(event):
             self._to_client(chunk)
         if event.literal is not None:
-            def sink(ev: Line | LiteralChunk) -> None:
-                out = rewriter.literal(ev) if isinstance(ev, LiteralChunk) else rewriter.fragment(ev)
-                for chunk in out:
-                    self._to_client(chunk)
-            self._sink = sink
+            self._sink = self._rewriting_sink(rewriter)
+
+    def _rewriter(self, mailbox: SelectedMailbox, client: int, tagged: Tagged | None,
+                  partials: PartialMap | None) -> FetchRewriter:
+        return FetchRewriter(client, tagged, partials, mailbox.classifier.header_names)
+
+    def _rewriting_sink(self, rewriter: FetchRewriter) -> Callable[[Line | LiteralChunk], None]:
+        def sink(ev: Line | LiteralChunk) -> None:
+            out = rewriter.literal(ev) if isinstance(ev, LiteralChunk) else rewriter.fragment(ev)
+            for chunk in out:
+                self._to_client(chunk)
+        return sink
+
+    # -- the common FETCH responses of a bulk download (see fetch_fast) -----------------------------
+
+    def _on_common(self, event: Line) -> bool:
+        """``* n FETCH`` of a header sync without the general parse: the same bytes, in one step.
+
+        Anything ``fetch_fast`` does not match, a keyword the client was not shown yet and a
+        section our header changes are left to the general path (False)."""
+        mailbox = self._mailbox
+        if mailbox is None or self._flow is not None or self._selecting is not None:
+            return False
+        data = event.data
+        literal = event.literal is not None
+        found = fetch_fast.match(data, literal)
+        if found is None:
+            return False
+        number = int(found.group(1))
+        view = mailbox.view
+        client = None
+        uid = 0
+        if number <= len(view.uids):
+            uid = view.uids[number - 1]
+            client = view.client_seq(uid)
+        if client is None:
+            # Hidden, or not announced yet: nothing of it reaches the client.
+            if literal:
+                self._sink = _discard
+            return True
+        if mailbox.hides:
+            keywords = mailbox.keywords
+            for flags in fetch_fast.flag_lists(data, found):
+                if any(_is_keyword(flag) and flag not in keywords for flag in flags.strip(b"()").split()):
+                    return False  # _announce_keywords shows it first
+        tagged = mailbox.tag_of(uid) if self.tagging else None
+        partials = self._fetch_maps[0][1] if self._fetch_maps else None
+        if literal and tagged is not None and not self._passes_unchanged(
+                found.group(3).upper(), mailbox, client, tagged, partials):
+            return False
+        self._to_client(fetch_fast.render(data, found, client, None if tagged is None else len(tagged.block)))
+        if literal:
+            self._sink = self._after_fast_literal(event, mailbox, client, tagged, partials)
+        return True
+
+    def _passes_unchanged(self, name: bytes, mailbox: SelectedMailbox, client: int, tagged: Tagged,
+                          partials: PartialMap | None) -> bool:
+        """The general rewriter's answer, asked once per section name and FETCH command (it
+        depends on the command's section map and our header's names, not on the message)."""
+        if partials is not self._fast_partials:
+            self._fast_partials = partials
+            self._fast_sections = {}
+        passes = self._fast_sections.get(name)
+        if passes is None:
+            passes = self._rewriter(mailbox, client, tagged, partials).passes_unchanged(name)
+            self._fast_sections[name] = passes
+        return passes
+
+    def _after_fast_literal(self, first: Line, mailbox: SelectedMailbox, client: int, tagged: Tagged | None,
+                            partials: PartialMap | None) -> Callable[[Line | LiteralChunk], None]:
+        """The rest of a response whose first fragment took the fast path: the section literal as
+        it is, then ``)``; any other fragment goes to a general rewriter brought to the same state."""
+        def sink(ev: Line | LiteralChunk) -> None:
+            if isinstance(ev, LiteralChunk) or ev.data == b")\r\n":
+                self._to_client(ev.data)
+                return
+            rewriter = self._rewriter(mailbox, client, tagged, partials)
+            rewriter.fragment(first)  # what the client already has (fetch_fast.render)
+            general = self._rewriting_sink(rewriter)
+            if ev.literal is not None:
+                self._sink = general
+            general(ev)
+        return sink
 
     # -- SELECT ----------------------------------------------------------------------------------------
 
@@ -682,11 +769,40 @@ class MailboxSession(ProxySession):
         mailbox = self._mailbox
         if not counts:
             self._send_client_command(start, start, args)
-        elif mailbox is None or mailbox.name != name:
+        elif mailbox is not None and mailbox.name == name:
+            self._start_flow(self._status_flow(start, mailbox, items, args[0]), start)
+        elif self.credentials is not None:
+            # Another mailbox: counted on the proxy's own upstream connection, so this one keeps
+            # its selected mailbox, \Recent messages, pending EXPUNGEs (see side_session).
+            self._start_flow(self._count_flow(start, CountMessages(name, args[0], tuple(items))), start)
+        else:
+            # (a login the proxy cannot replay: fail closed rather than count hidden mail)
             self._answer(start, start.tag, b"NO", "[CANNOT] Message counts of a mailbox other than "
                                                   "the selected one are not available on this connection")
-        else:
-            self._start_flow(self._status_flow(start, mailbox, items, args[0]), start)
+
+    def _count_flow(self, start: CommandStart, query: CountMessages) -> _CountFlow:
+        answer = yield query
+        if answer.values is None:
+            # The upstream's own refusal of the mailbox, or ours when the count failed: never
+            # the upstream's counts.
+            text = answer.refusal or b"[UNAVAILABLE] Message counts are not available now"
+            self._to_client(start.tag + b" NO " + text + b"\r\n")
+            self._actions.append(CommandDone(start.name, "NO", local=True))
+            return
+        fragments, literals = serialize([query.name])
+        name = fragments[0] if not literals else b"{%d}\r\n%s" % (len(literals[0]), literals[0])
+        rendered = b" ".join(b"%s %d" % (item.encode(), answer.values[item]) for item in query.items)
+        self._complete_locally(start, b"* STATUS " + name + b" (" + rendered + b")\r\n"
+                               + start.tag + b" OK Status completed.\r\n")
+
+    def counted(self, answer: CountAnswer) -> list[Action]:
+        """The answer to the :class:`CountMessages` this session emitted; what to do next."""
+        if not self._counting or self._flow is None or self.closed:
+            return []  # (the session ended meanwhile)
+        self._counting = False
+        self._run(lambda: self._flow_send(answer))
+        self._run(self._pump_client)
+        return self._take()
 
     def _status_flow(self, start: CommandStart, mailbox: SelectedMailbox, items: list[str],
                      name_token: Token) -> Flow:
@@ -725,12 +841,12 @@ class MailboxSession(ProxySession):
 
     # -- running internal commands ----------------------------------------------------------------------
 
-    def _start_flow(self, flow: Flow, owner: CommandStart | None) -> None:
+    def _start_flow(self, flow: Flow | _CountFlow, owner: CommandStart | None) -> None:
         self._flow = flow
         self._flow_owner = owner
         self._flow_send(None)
 
-    def _flow_send(self, value: _OpResult | None) -> None:
+    def _flow_send(self, value: _OpResult | CountAnswer | None) -> None:
         flow = self._flow
         assert flow is not None
         try:
@@ -740,6 +856,12 @@ class MailboxSession(ProxySession):
             self._flow_tag = None
             self._flow_owner = None
             self._after_flow()
+            return
+        if isinstance(command, CountMessages):
+            # Asked on the proxy's own connection: the IO shell answers through counted().
+            self._flow_tag = None
+            self._counting = True
+            self._actions.append(command)
             return
         self._flow_tag = self._next_internal_tag()
         self._flow_result = _OpResult()

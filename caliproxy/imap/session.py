@@ -15,7 +15,10 @@ What it owns:
   (STARTTLS, ENABLE, refusals) answered in order behind the commands still in flight;
 * literal forms toward the upstream: non-synchronizing when it has LITERAL+, otherwise a gate that
   holds everything after a literal marker until the upstream's ``+``;
-* AUTHENTICATE and IDLE continuations, relayed line by line without reading them as commands;
+* AUTHENTICATE and IDLE continuations, relayed line by line without reading them as commands
+  (except that a PLAIN or LOGIN exchange is decoded for the account name and, once the upstream
+  accepts it, kept as :attr:`ProxySession.credentials` for a connection of the proxy's own, in
+  memory only and until the session ends);
 * STARTTLS injection: bytes that arrived before the handshake are discarded, both directions;
 * fail closed: a response that cannot be parsed, a tagged response to no command, or an unexpected
   continuation ends the session with BYE instead of being passed on.
@@ -43,6 +46,7 @@ from caliproxy.imap.actions import (
     StartClientTLS,
     StartServerTLS,
 )
+from caliproxy.imap.credentials import Credentials, Replay
 from caliproxy.imap.framing import Framer, Line, LineTooLong, LiteralChunk
 from caliproxy.imap.grammar import (
     Atom,
@@ -95,6 +99,9 @@ class _Pending:
     local_response: bytes | None = None  # set when we answer it ourselves
     local_status: str = ""
     account: str | None = None  # LOGIN user name, reported when the upstream accepts it
+    # What a replay of this login needs (see credentials); kept only if the upstream accepts it
+    credentials: Credentials | None = None
+    sasl_user: bytes | None = None  # AUTHENTICATE LOGIN: the user name, until the password comes
 
 
 @dataclass(slots=True)
@@ -132,6 +139,9 @@ class ProxySession:
         self.client_tls = settings.client_tls
         self.authenticated = False
         self.account: str | None = None
+        # The accepted login, for a connection of the proxy's own as this account (in memory
+        # only, for this session's life; None when it cannot be replayed or is not needed).
+        self.credentials: Credentials | None = None
         # Rename fields of our privacy header's name in messages the client APPENDs (set by a
         # tagging session; a transparent relay passes them as they are).
         self.neutralise_appends = False
@@ -183,6 +193,7 @@ class ProxySession:
 
     def server_lost(self, reason: str) -> list[Action]:
         """The upstream connection ended (or could not be made, or failed TLS verification)."""
+        self.credentials = None
         if self._phase is _Phase.CLOSED:
             pass
         elif self._upstream_said_bye:
@@ -194,6 +205,7 @@ class ProxySession:
         return self._take()
 
     def client_lost(self) -> list[Action]:
+        self.credentials = None
         if self._phase is not _Phase.CLOSED:
             self._phase = _Phase.CLOSED
             self._actions.append(CloseServer())
@@ -271,6 +283,7 @@ class ProxySession:
             self._emit_server(item)
 
     def _bye(self, text: str) -> None:
+        self.credentials = None
         if self._phase is _Phase.CLOSED:
             return
         self._to_client(b"* BYE " + text.encode("ascii", "replace") + b"\r\n")
@@ -378,6 +391,8 @@ class ProxySession:
         if event.continued:
             self._to_client(event.data)
             return
+        if self._on_common(event):
+            return
         response = parse_response(event.data)
         if response.kind == "continuation":
             if not self._on_continuation(event.data):
@@ -447,6 +462,7 @@ class ProxySession:
         if status == b"OK" and verb in ("LOGIN", "AUTHENTICATE") and not pending.start.uid:
             self.authenticated = True
             self.account = pending.account
+            self.credentials = pending.credentials
             self._actions.append(Authenticated(pending.account or ""))
         if response.code is not None and response.code.name == b"CAPABILITY":
             self.upstream_caps = parse_capabilities(response.code.args)
@@ -637,6 +653,11 @@ class ProxySession:
             login_name = args[0]
             assert not isinstance(login_name, list)  # commands.check: an astring
             pending.account = _account_name(login_name if isinstance(login_name, bytes) else login_name.encode())
+            password = args[1]
+            assert not isinstance(password, list)  # commands.check: an astring
+            pending.credentials = Credentials(
+                Replay.LOGIN, login_name if isinstance(login_name, bytes) else login_name.encode(),
+                password if isinstance(password, bytes) else password.encode())
         self._pending[start.tag] = pending
         self._forward(start.tag, current)
         if start.verb == "AUTHENTICATE" and not start.uid:
@@ -798,23 +819,28 @@ class ProxySession:
         self._pending[start.tag] = _Pending(start, response, status.decode())
 
     def _note_sasl_account(self, line: bytes) -> None:
-        """Remember the account name from a SASL PLAIN/LOGIN response; never the password."""
+        """Remember the account name from a SASL PLAIN/LOGIN response, and what a replay of the
+        login needs (held with the command; kept, in memory only, if the upstream accepts it)."""
         step = self._auth_step
         self._auth_step += 1
         pending = self._pending.get(self._auth_tag or b"")
-        if pending is None or pending.account is not None:
+        if pending is None:
             return
         try:
             decoded = base64.b64decode(line.strip(), validate=True)
         except (binascii.Error, ValueError):
             return
-        if self._auth_mechanism == b"PLAIN" and step == 0:
+        if self._auth_mechanism == b"PLAIN" and step == 0 and pending.account is None:
             fields = decoded.split(b"\0")
             if len(fields) == 3:
                 # RFC 4616: with an authorization identity the session acts as that identity.
                 pending.account = _account_name(fields[0] or fields[1])
-        elif self._auth_mechanism == b"LOGIN" and step == 0:
+                pending.credentials = Credentials(Replay.PLAIN, fields[1], fields[2], fields[0])
+        elif self._auth_mechanism == b"LOGIN" and step == 0 and pending.account is None:
             pending.account = _account_name(decoded)
+            pending.sasl_user = decoded
+        elif self._auth_mechanism == b"LOGIN" and step == 1 and pending.sasl_user is not None:
+            pending.credentials = Credentials(Replay.SASL_LOGIN, pending.sasl_user, decoded)
 
     # -- hooks for a mailbox-aware subclass (see mailbox_session) --------------------------------
 
@@ -830,6 +856,13 @@ class ProxySession:
         return False
 
     def _on_untagged(self, response: Response, event: Line) -> bool:
+        return False
+
+    def _on_common(self, event: Line) -> bool:
+        """Take a response's first fragment before it is parsed in general; True when handled.
+
+        For the few shapes a bulk download consists of: a match must do exactly what the
+        general path (``parse_response`` and the hooks above) would have done."""
         return False
 
     def _on_continuation(self, data: bytes) -> bool:

@@ -4,6 +4,12 @@ IO shell, deliberately thin: every decision is the sans-IO :class:`ProxySession`
 connects the upstream, runs TLS on both sides, enforces the timeouts, keeps back-pressure (a slow
 client pauses the upstream read and vice versa) and turns a failure into a closed connection for
 that session alone.
+
+A session that hides mail counts the messages of mailboxes other than its selected one on an
+upstream connection of the proxy's own (:class:`SideLink`, driving ``imap.side_session``): same
+endpoint, same TLS options and certificate checks, opened at the first such STATUS, reused for
+the later ones and closed with the client session. Its failures and timeouts become a NO to the
+client's STATUS, never the upstream's own counts.
 """
 
 from __future__ import annotations
@@ -26,19 +32,28 @@ from caliproxy.imap.actions import (
     CloseClient,
     CloseServer,
     CommandDone,
+    CountAnswer,
+    CountMessages,
     SendClient,
     SendServer,
     StartClientTLS,
     StartServerTLS,
 )
 from caliproxy.imap.classify import Classifier
+from caliproxy.imap.credentials import Credentials
 from caliproxy.imap.mailbox_session import MailboxSession
 from caliproxy.imap.session import SessionSettings
+from caliproxy.imap.side_session import Counted, SideAction, SideSession
 from caliproxy.net import tls
 from caliproxy.net.facts import TLSFacts, tls_facts
 from caliproxy.privacy.trust import Clearance, ConnectionFacts, TrustPolicy, clearance
 
 log = logging.getLogger("caliproxy.imap")
+
+# How long the proxy's own upstream connection may stay silent while a count is in progress
+# (connecting has the upstream's connect_timeout). Every line it reads restarts the clock, so a
+# big mailbox whose headers are still being read and judged does not run out of time.
+SIDE_SILENCE_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -104,12 +119,12 @@ class UpstreamProtocol(Protocol):
             if problem is not None:
                 self._lost = True
                 self.transport.abortConnection()
-                self.client.upstream_lost(problem)
+                self._report_lost(problem)
                 return
             self._verified = True
         if not self._lost:
             try:
-                self.client.apply(self.client.session.server_data(data))
+                self._deliver(data)
             except Exception:
                 # Called from the reactor, not from a transport: nobody else would notice. Fail
                 # closed for this session only.
@@ -118,13 +133,136 @@ class UpstreamProtocol(Protocol):
                 self.transport.abortConnection()
                 self.client.transport.abortConnection()
 
+    def _deliver(self, data: bytes) -> None:
+        self.client.apply(self.client.session.server_data(data))
+
+    def _report_lost(self, reason: str) -> None:
+        self.client.upstream_lost(reason)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._flush_call is not None:
             self._flush_call.cancel()
             self._flush()  # what arrived before the close still counts (a BYE, say)
         if not self._lost:
             self._lost = True
-            self.client.upstream_lost(describe_failure(reason))
+            self._report_lost(describe_failure(reason))
+
+
+class SideProtocol(UpstreamProtocol):
+    """The proxy's own upstream connection for one client session (see :class:`SideLink`)."""
+
+    def __init__(self, link: SideLink) -> None:
+        super().__init__(link.client)
+        self.link = link
+
+    def connectionMade(self) -> None:
+        self.link.upstream_connected(self)
+
+    def _deliver(self, data: bytes) -> None:
+        self.link.server_data(data)
+
+    def _report_lost(self, reason: str) -> None:
+        self.link.upstream_lost(reason)
+
+
+class SideLink:
+    """Carries one :class:`SideSession`: connects it, feeds it, times it, passes its answers on.
+
+    Credentials and classifier are the client session's; they live as long as this object,
+    which the client session drops when it ends or when this connection fails."""
+
+    def __init__(self, client: ClientProtocol, credentials: Credentials, classifier: Classifier) -> None:
+        self.client = client
+        settings = client.context.settings
+        self.engine = SideSession(credentials, classifier, security=settings.upstream_security,
+                                  max_line=settings.max_response_line)
+        self.upstream: SideProtocol | None = None
+        self._to_upstream: list[bytes] = []
+        self._timer: Any = None
+        self._connecting: defer.Deferred[Any] | None = client.connect_upstream(SideProtocol(self))
+        self._connecting.addErrback(self._connect_failed)
+
+    def ask(self, query: CountMessages) -> None:
+        self.apply(self.engine.ask(query))
+        if self.upstream is not None:
+            self._arm()  # (while connecting, the endpoint's own timeout runs)
+
+    def close(self) -> None:
+        self.apply(self.engine.close())
+
+    # -- the connection --------------------------------------------------------------------------
+
+    def upstream_connected(self, upstream: SideProtocol) -> None:
+        self._connecting = None
+        self.upstream = upstream
+        if self.engine.closed:
+            upstream.transport.loseConnection()
+            return
+        self._arm()
+        if self._to_upstream:
+            upstream.transport.writeSequence(self._to_upstream)
+            self._to_upstream = []
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if not failure.check(defer.CancelledError):
+            self.upstream_lost(describe_failure(failure))
+
+    def server_data(self, data: bytes) -> None:
+        self._arm()
+        self.apply(self.engine.server_data(data))
+
+    def upstream_lost(self, reason: str) -> None:
+        self.upstream = None
+        self._cancel_timer()
+        if not self.engine.closed:
+            log.info("counting connection for %s closed: %s", self.client.peer, reason)
+        self.apply(self.engine.server_lost(reason))
+        self.client.side_gone(self)
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        self._cancel_timer()
+        if self.engine.busy:
+            self._timer = self.client.reactor.callLater(SIDE_SILENCE_TIMEOUT, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.apply(self.engine.server_lost("timed out"))
+        if self.upstream is not None:
+            self.upstream.transport.abortConnection()
+
+    # -- carrying out the engine's actions ---------------------------------------------------------
+
+    def apply(self, actions: list[SideAction]) -> None:
+        for action in actions:
+            if isinstance(action, SendServer):
+                if self.upstream is not None:
+                    self.upstream.transport.writeSequence(action.chunks)
+                else:
+                    self._to_upstream.extend(action.chunks)
+            elif isinstance(action, StartServerTLS):
+                if self.upstream is not None:
+                    self.upstream.tls_active = True
+                    self.upstream.transport.startTLS(self.client.context.upstream.tls_options)
+            elif isinstance(action, CloseServer):
+                self._cancel_timer()
+                self._to_upstream = []
+                if self._connecting is not None:
+                    self._connecting.cancel()
+                if self.upstream is not None:
+                    # (no producer is registered on this one: nothing to unlink before closing)
+                    self.upstream.transport.loseConnection()
+            elif isinstance(action, Counted):
+                if not self.engine.busy:
+                    self._cancel_timer()
+                self.client.counted(action.answer)
 
 
 @implementer(IHandshakeListener)
@@ -141,6 +279,8 @@ class ClientProtocol(Protocol):
         self.on_event = on_event
         self.session = MailboxSession(context.settings, tagging=context.tagging)
         self.upstream: UpstreamProtocol | None = None
+        self.side: SideLink | None = None  # the proxy's own connection, while it has one
+        self._side_refused = False  # the upstream refused the replayed login: not tried again
         self._connecting: defer.Deferred[Any] | None = None
         self._timer: Any = None
         self._to_upstream: list[bytes] = []  # written before the upstream connection exists
@@ -159,6 +299,11 @@ class ClientProtocol(Protocol):
         self.on_event("connection_opened", self)
         self._arm_timer(self.context.preauth_timeout)
         self._connect_started = self.reactor.seconds()
+        self._connecting = self.connect_upstream(UpstreamProtocol(self))
+        self._connecting.addErrback(self._connect_failed)
+
+    def connect_upstream(self, protocol: UpstreamProtocol) -> defer.Deferred[Any]:
+        """Connect ``protocol`` to the upstream endpoint, with implicit TLS when it has it."""
         upstream = self.context.upstream
         endpoint: Any = endpoints.TCP4ClientEndpoint(
             self.reactor, upstream.host, upstream.port, timeout=upstream.connect_timeout
@@ -167,8 +312,7 @@ class ClientProtocol(Protocol):
         )
         if upstream.implicit_tls:
             endpoint = endpoints.wrapClientTLS(upstream.tls_options, endpoint)
-        self._connecting = endpoints.connectProtocol(endpoint, UpstreamProtocol(self))
-        self._connecting.addErrback(self._connect_failed)
+        return endpoints.connectProtocol(endpoint, protocol)
 
     def upstream_connected(self, upstream: UpstreamProtocol) -> None:
         self._connecting = None
@@ -211,6 +355,7 @@ class ClientProtocol(Protocol):
         was_closed = self._closed
         self._closed = True
         self.apply(self.session.client_lost())
+        self._close_side()
         self._report_bytes()
         if self._connecting is not None:
             self._connecting.cancel()
@@ -218,6 +363,37 @@ class ClientProtocol(Protocol):
             _close(self.upstream.transport)
         if not was_closed:
             self.on_event("connection_closed", self)
+
+    # -- the proxy's own connection, for message counts ------------------------------------------------
+
+    def _count(self, query: CountMessages) -> None:
+        """Carry a count to the side connection, opening it at the first one."""
+        if self._closed:
+            return
+        credentials, classifier = self.session.credentials, self.session.classifier
+        if self._side_refused or credentials is None or classifier is None:
+            self.counted(CountAnswer(None))
+            return
+        if self.side is None:
+            self.side = SideLink(self, credentials, classifier)
+        self.side.ask(query)
+
+    def counted(self, answer: CountAnswer) -> None:
+        if not self._closed:
+            self.apply(self.session.counted(answer))
+
+    def side_gone(self, link: SideLink) -> None:
+        if self.side is link:
+            self.side = None  # the next count opens a new one
+        if link.engine.login_refused:
+            # The credentials no longer work (changed password?): asking again would only
+            # provoke the upstream's failed-login penalties.
+            self._side_refused = True
+
+    def _close_side(self) -> None:
+        side, self.side = self.side, None
+        if side is not None:
+            side.close()
 
     def _report_bytes(self) -> None:
         if self._bytes_in:
@@ -323,11 +499,15 @@ class ClientProtocol(Protocol):
                 if self.upstream is not None:
                     self.upstream.tls_active = True
                     self.upstream.transport.startTLS(self.context.upstream.tls_options)
+            elif isinstance(action, CountMessages):
+                # (answered from the reactor: never inside this loop, ahead of actions after it)
+                self.reactor.callLater(0, self._count, action)
             elif isinstance(action, CloseClient):
                 if not self._closed:
                     self._closed = True
                     self.on_event("connection_closed", self)
                     _close(self.transport)
+                self._close_side()
             elif isinstance(action, CloseServer):
                 if self._connecting is not None:
                     self._connecting.cancel()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from caliproxy.imap.actions import CountAnswer
 from caliproxy.imap.classify import Tagged
 from caliproxy.imap.mailbox_session import MailboxSession
 from caliproxy.imap.session import SessionSettings, UpstreamSecurity
@@ -720,11 +721,15 @@ def test_status_of_the_selected_mailbox_counts_visible_messages(selected: Playbo
     ])
 
 
-def test_status_counts_of_another_mailbox_are_refused(selected: Playbook) -> None:
+def test_status_counts_of_another_mailbox_are_asked_on_a_connection_of_the_proxys_own(
+        selected: Playbook) -> None:
+    """(the rest of that exchange: tests/imap/test_side_session.py)"""
     selected([
         b"C: s STATUS Archive (MESSAGES)",
-        (b">C: s NO [CANNOT] Message counts of a mailbox other than the selected one are not "
-        b"available on this connection"),
+        b"! CountMessages Archive MESSAGES",
+    ])
+    selected.session.counted(CountAnswer({"MESSAGES": 0}))  # type: ignore[attr-defined]
+    selected([
         b"C: t STATUS Archive (UIDNEXT UIDVALIDITY)",
         b">S: t STATUS Archive (UIDNEXT UIDVALIDITY)",
     ])

@@ -7,7 +7,8 @@ A script is a list of byte lines. The first characters say who speaks:
 ``>C: text``  the proxy must send the client ``text`` + CRLF   (``>C| raw`` for exact bytes)
 ``>S: text``  the proxy must send the upstream ``text`` + CRLF (``>S| raw`` for exact bytes)
 ``! Name [arg]`` the proxy must emit that control action (``StartClientTLS``, ``CloseClient``,
-              ``CloseServer``, ``StartServerTLS``, ``Authenticated bob``)
+              ``CloseServer``, ``StartServerTLS``, ``Authenticated bob``,
+              ``CountMessages Archive MESSAGES UNSEEN``)
 ``~ event``   a connection event: ``server_lost``, ``client_lost``, ``autologout``, ``shutdown``
 
 After every input, everything the session emitted must be accounted for by the expectations that
@@ -25,6 +26,7 @@ from caliproxy.imap.actions import (
     CloseClient,
     CloseServer,
     CommandDone,
+    CountMessages,
     SendClient,
     SendServer,
     StartClientTLS,
@@ -37,6 +39,8 @@ def control_name(action: Action) -> str | None:
     """How a non-send action is written in a script; None for sends and bookkeeping."""
     if isinstance(action, Authenticated):
         return f"Authenticated {action.account}"
+    if isinstance(action, CountMessages):
+        return " ".join(["CountMessages", action.mailbox, *action.items])
     if isinstance(action, (StartClientTLS, StartServerTLS, CloseClient, CloseServer)):
         return type(action).__name__
     return None
