@@ -51,6 +51,10 @@ class UpstreamConfig:
     ca_file: Path | None  # None: the system's trust store
     server_name: str | None  # the name to verify in its certificate (default: host)
     connect_timeout: float
+    # upstream.smtp only: seconds to wait for the greeting and each reply to a command (DATA's
+    # 354 included), and for the final reply once the message is sent (the server may scan it)
+    reply_timeout: float = 60.0
+    data_timeout: float = 90.0
 
     @property
     def verify_name(self) -> str:
@@ -269,13 +273,17 @@ def _upstreams(r: _Reader, node: yaml.Node | None, base: Path
                ) -> tuple[UpstreamConfig, UpstreamConfig | None]:
     keys = r.mapping(node, "upstream", {"imap", "smtp"}, {"imap"})
     imap = _upstream(r, keys.get("imap"), "upstream.imap", base)
-    smtp = _upstream(r, keys.get("smtp"), "upstream.smtp", base) if "smtp" in keys else None
+    smtp = (_upstream(r, keys.get("smtp"), "upstream.smtp", base, smtp=True) if "smtp" in keys
+            else None)
     return imap, smtp
 
 
-def _upstream(r: _Reader, node: yaml.Node | None, path: str, base: Path) -> UpstreamConfig:
-    keys = r.mapping(node, path, {"host", "port", "tls", "ca_file", "server_name",
-                                  "connect_timeout"}, {"host", "port"})
+def _upstream(r: _Reader, node: yaml.Node | None, path: str, base: Path,
+              smtp: bool = False) -> UpstreamConfig:
+    allowed = {"host", "port", "tls", "ca_file", "server_name", "connect_timeout"}
+    if smtp:
+        allowed |= {"reply_timeout", "data_timeout"}
+    keys = r.mapping(node, path, allowed, {"host", "port"})
     ca = r.scalar(keys.get("ca_file"), f"{path}.ca_file", str, None, _readable_file(r, base))
     return UpstreamConfig(
         host=r.scalar(keys.get("host"), f"{path}.host", str, ""),
@@ -285,6 +293,10 @@ def _upstream(r: _Reader, node: yaml.Node | None, path: str, base: Path) -> Upst
         server_name=r.scalar(keys.get("server_name"), f"{path}.server_name", str, None),
         connect_timeout=r.scalar(keys.get("connect_timeout"), f"{path}.connect_timeout", float, 30.0,
                                  _positive),
+        reply_timeout=r.scalar(keys.get("reply_timeout"), f"{path}.reply_timeout", float, 60.0,
+                               _positive),
+        data_timeout=r.scalar(keys.get("data_timeout"), f"{path}.data_timeout", float, 90.0,
+                              _positive),
     )
 
 

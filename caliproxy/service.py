@@ -24,7 +24,7 @@ from caliproxy.net.imap_proxy import ClientFactory, ListenerContext, UpstreamEnd
 from caliproxy.net.proxy_protocol import ProxyProtocolFactory, parse_networks
 from caliproxy.net.smtp_server import SubmissionContext, SubmissionListener
 from caliproxy.net.smtp_tls import server_ssl_context
-from caliproxy.net.smtp_upstream import UpstreamTarget
+from caliproxy.net.smtp_upstream import UpstreamTarget, UpstreamTimeouts
 from caliproxy.observe.metrics import Metrics
 from caliproxy.smtp.relay import LoginChecked, MessageRelayed
 from caliproxy.smtp.tagging import NoTagging, PrivacyTagger
@@ -243,6 +243,7 @@ class ProxyService(service.MultiService):
             tagger=(PrivacyTagger(config.policy, config.header) if listener.tagging
                     else NoTagging(config.header)),
             hostname=self._hostname,
+            timeouts=_smtp_timeouts(config),
         )
         SubmissionListener(context, self.reactor, self.ports, self.submissions).setServiceParent(self)
 
@@ -329,6 +330,16 @@ class _ListeningService(internet.StreamServerEndpointService):
     def _record(self, port: Any) -> Any:
         self._ports[self.name] = port
         return port
+
+
+def _smtp_timeouts(config: Config) -> UpstreamTimeouts:
+    """upstream.smtp's reply_timeout covers the greeting, each command and DATA's 354;
+    data_timeout the final reply to a message."""
+    upstream = config.upstream_smtp
+    if upstream is None:
+        return UpstreamTimeouts()
+    return UpstreamTimeouts(greeting=upstream.reply_timeout, command=upstream.reply_timeout,
+                            data_start=upstream.reply_timeout, data_end=upstream.data_timeout)
 
 
 def _listener_shape(config: Config) -> list[tuple[Any, ...]]:

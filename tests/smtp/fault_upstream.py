@@ -2,8 +2,8 @@
 
 Each transaction (from MAIL on) follows one :class:`Fault`, chosen by the test's ``plan`` callable:
 accept, refuse at MAIL, RCPT or DATA, fail temporarily or permanently after the data, drop the
-connection in the middle of the data or right after storing the message, or stall after the data
-until the proxy gives up. It offers PIPELINING unless told not to and CHUNKING (BDAT) when told
+connection in the middle of the data or right after storing the message, or stall at RCPT or after
+the data until the proxy gives up. It offers PIPELINING unless told not to and CHUNKING (BDAT) when told
 to, so that both ways of relaying MAIL and the message are exercised. Messages it accepted are kept in ``stored`` (Message-ID -> count), under a
 lock, so a test can compare what the client was told with what the upstream really holds.
 
@@ -32,6 +32,7 @@ class Fault(enum.Enum):
     DROP_MID_DATA = "connection dropped in the middle of the data"
     DROP_AFTER_STORING = "message stored, connection dropped before the reply"
     STALL_AFTER_DATA = "no reply after the data"
+    STALL_AT_RCPT = "no reply to RCPT"
 
 
 _MESSAGE_ID = re.compile(rb"(?im)^Message-ID:\s*(<[^>\r\n]+>)")
@@ -77,6 +78,9 @@ class _Session(socketserver.StreamRequestHandler):
                 else:
                     self.reply(b"250 2.1.0 Ok")
             elif verb == b"RCPT":
+                if fault is Fault.STALL_AT_RCPT:
+                    self.rfile.read()  # until the proxy gives up and closes
+                    return
                 self.reply(b"550 5.1.1 no such user" if fault is Fault.REFUSE_RCPT else b"250 2.1.5 Ok")
             elif verb == b"DATA":
                 if fault is Fault.REFUSE_DATA:
