@@ -229,6 +229,12 @@ class FetchRewriter:
         rendered = self._complete(request, raw)
         return client_name, b"{%d}\r\n" % len(rendered) + rendered
 
+    def passes_unchanged(self, name: bytes) -> bool:
+        """Whether the first answer of section ``name`` (upper case) in a fresh message reaches
+        the client as the upstream sent it (the fast path in ``fetch_fast`` asks, once per name
+        and FETCH command, instead of rewriting every message in general)."""
+        return self.virtual is None or self._section_of(name) is None
+
     def _section_of(self, name: bytes) -> tuple[SectionRequest, bytes] | None:
         """The client's request behind a section of the answer and the name to show the client,
         or None when the item passes unchanged."""

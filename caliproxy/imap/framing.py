@@ -20,25 +20,31 @@ decides, so bytes a hostile client sends early are never framed differently from
 upstream server would frame them.
 
 Large literals are never buffered whole: a literal is returned in chunks as bytes arrive.
+
+A bulk download is tens of thousands of short lines and literals per second, so the hot paths
+avoid copies and allocations: what one read brought is kept as the ``bytes`` it arrived in until a
+partial line or literal has to be carried over to the next read, and events are named tuples
+(immutable and several times cheaper to make than frozen dataclasses).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from caliproxy.errors import ProtocolError
 
-_LITERAL_AT_END = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}\r?\n\Z")
+# Matched at the last "{" of a fragment (a marker has no "{" after its own); "~" is looked up before it.
+_LITERAL_MARKER = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
+_MARKER_ENDS = (b"}\r\n", b"}\n")
 
 
 class LineTooLong(ProtocolError):
     """A line fragment exceeded the configured maximum before its LF arrived."""
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     """One line fragment, raw, including its CRLF and any trailing literal marker.
 
     ``literal`` is the size of the literal announced at its end (None when there is none);
@@ -62,8 +68,7 @@ class Line:
         return self.data[: self.data.rindex(b"~{" if self.binary else b"{")]
 
 
-@dataclass(frozen=True, slots=True)
-class LiteralChunk:
+class LiteralChunk(NamedTuple):
     """A piece of a literal's content; ``last`` marks the final piece."""
 
     data: bytes
@@ -93,7 +98,8 @@ class Framer:
         # When False, fragments are plain lines even if they end in "{n}" (AUTHENTICATE and IDLE
         # continuation lines are not commands and carry no literals).
         self.literals_enabled = True
-        self._buf = bytearray()
+        # bytes: one read, framed in place; bytearray: a partial line or literal carried over
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._scan = 0  # where to resume looking for LF, so long lines are scanned once
         self._literal_left = 0
@@ -104,11 +110,21 @@ class Framer:
     # -- input ---------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        if self._pos and self._pos >= len(self._buf) // 2:
-            del self._buf[: self._pos]
-            self._scan -= self._pos
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):
+            # Everything before was consumed (the usual case): frame these bytes where they are.
+            self._buf = bytes(data)
+            self._pos = self._scan = 0
+            return
+        if type(buf) is bytes:
+            buf = self._buf = bytearray(memoryview(buf)[pos:])
+            self._scan -= pos
             self._pos = 0
-        self._buf += data
+        elif pos >= len(buf) // 2:
+            del buf[:pos]
+            self._scan -= pos
+            self._pos = 0
+        buf += data
 
     def clear(self) -> int:
         """Discard every buffered byte (STARTTLS: nothing sent before the handshake is trusted).
@@ -116,7 +132,7 @@ class Framer:
         Returns how many bytes were dropped.
         """
         dropped = len(self._buf) - self._pos
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = self._scan = 0
         self._in_literal = False
         self._literal_left = 0
@@ -170,28 +186,35 @@ class Framer:
         if available == 0 and self._literal_left:
             return None
         take = min(available, self._literal_left)
-        chunk = bytes(memoryview(self._buf)[self._pos : self._pos + take])
+        chunk = self._buf[self._pos : self._pos + take]
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)
         self._pos += take
         self._scan = self._pos
         self._literal_left -= take
         last = self._literal_left == 0
         if last:
             self._in_literal = False
-        return LiteralChunk(chunk, last)
+        return LiteralChunk(chunk, last)  # type: ignore[arg-type]  # bytes, made so above
 
     def _next_line(self) -> Line | None:
-        end = self._buf.find(b"\n", max(self._scan, self._pos))
-        if end < 0:
-            self._scan = len(self._buf)
-            if len(self._buf) - self._pos > self.max_line:
+        buf, pos, scan = self._buf, self._pos, self._scan
+        end = buf.find(b"\n", max(pos, scan)) + 1
+        if end == 0:
+            self._scan = len(buf)
+            if len(buf) - pos > self.max_line:
                 raise LineTooLong(f"line longer than {self.max_line} bytes")
             return None
-        if end + 1 - self._pos > self.max_line:
+        if end - pos > self.max_line:
             raise LineTooLong(f"line longer than {self.max_line} bytes")
-        data = bytes(self._buf[self._pos : end + 1])
-        self._pos = self._scan = end + 1
+        data = buf[pos:end]
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._pos = self._scan = end
         continued = self._after_literal
         self._after_literal = False
+        if not data.endswith(_MARKER_ENDS):
+            return Line(data, None, False, False, continued)  # the usual line: no literal
         line = self._frame(data, continued)
         if line.literal is not None:
             if line.sync and self.pause_on_sync_literal:
@@ -202,14 +225,15 @@ class Framer:
         return line
 
     def _frame(self, data: bytes, continued: bool) -> Line:
-        if not (self.literals_enabled and data.endswith((b"}\r\n", b"}\n"))):
-            return Line(data, continued=continued)
-        match = _LITERAL_AT_END.search(data)
+        if not (self.literals_enabled and data.endswith(_MARKER_ENDS)):
+            return Line(data, None, False, False, continued)
+        brace = data.rfind(b"{")
+        match = _LITERAL_MARKER.match(data, brace) if brace >= 0 else None
         if match is None:
-            return Line(data, continued=continued)
+            return Line(data, None, False, False, continued)
         if self.literal_policy is not None and not continued and not self.literal_policy(data):
-            return Line(data, continued=continued)
-        binary = bool(match.group(1))
-        nonsync = bool(match.group(3))
-        size = int(match.group(2))
-        return Line(data, literal=size, sync=not nonsync, binary=binary, continued=continued)
+            return Line(data, None, False, False, continued)
+        binary = brace > 0 and data[brace - 1] == 0x7E  # ~{n}
+        nonsync = bool(match.group(2))
+        size = int(match.group(1))
+        return Line(data, size, not nonsync, binary, continued)

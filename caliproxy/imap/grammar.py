@@ -144,12 +144,15 @@ def may_carry_literal(fragment: bytes) -> bool:
     """
     if fragment.startswith(b"+"):
         return False
-    parts = fragment.split(b" ", 2)
-    if len(parts) < 2:
+    # the first two words, found without splitting the whole fragment (it may be long)
+    first = fragment.find(b" ")
+    if first < 0:
         return False
-    if parts[0] == b"*":
-        return parts[1].upper() not in STATUS_WORDS
-    return parts[1].upper() not in (b"OK", b"NO", b"BAD")
+    second = fragment.find(b" ", first + 1)
+    word = (fragment[first + 1 : second] if second >= 0 else fragment[first + 1 :]).upper()
+    if first == 1 and fragment.startswith(b"*"):
+        return word not in STATUS_WORDS
+    return word not in (b"OK", b"NO", b"BAD")
 
 
 # -- tokens ---------------------------------------------------------------------------------------
