@@ -48,6 +48,7 @@ from caliproxy.imap.grammar import (
 )
 from caliproxy.imap.selected import SelectedMailbox
 from caliproxy.imap.session import ProxySession, SessionSettings, _Assembling, _Pending
+from caliproxy.imap.side_session import COUNT_ITEMS
 from caliproxy.imap.view import MailboxView
 
 _MARKED = re.compile(rb"\\(?:Un)?Marked", re.I)
@@ -170,6 +171,8 @@ class MailboxSession(ProxySession):
         # _passes_unchanged's answers, for the section map of the FETCH in flight
         self._fast_partials: PartialMap | None = None
         self._fast_sections: dict[bytes, bool] = {}
+        # the response whose section literal _after_fast_literal is passing on
+        self._fast_first: tuple[Line, SelectedMailbox, int, Tagged | None, PartialMap | None] | None = None
 
     # -- set up by the IO shell after login ---------------------------------------------------------
 
@@ -555,18 +558,22 @@ class MailboxSession(ProxySession):
                 self._sink = _discard
             return True
         if mailbox.hides:
-            keywords = mailbox.keywords
-            for flags in fetch_fast.flag_lists(data, found):
-                if any(_is_keyword(flag) and flag not in keywords for flag in flags.strip(b"()").split()):
+            for flag in fetch_fast.non_system_flags(data, found):
+                if _is_keyword(flag) and flag not in mailbox.keywords:
                     return False  # _announce_keywords shows it first
         tagged = mailbox.tag_of(uid) if self.tagging else None
         partials = self._fetch_maps[0][1] if self._fetch_maps else None
-        if literal and tagged is not None and not self._passes_unchanged(
-                found.group(3).upper(), mailbox, client, tagged, partials):
-            return False
+        if literal and tagged is not None:
+            name = found.group(3)
+            passes = self._fast_sections.get(name) if partials is self._fast_partials else None
+            if passes is None:
+                passes = self._passes_unchanged(name, mailbox, client, tagged, partials)
+            if not passes:
+                return False
         self._to_client(fetch_fast.render(data, found, client, None if tagged is None else len(tagged.block)))
         if literal:
-            self._sink = self._after_fast_literal(event, mailbox, client, tagged, partials)
+            self._fast_first = (event, mailbox, client, tagged, partials)
+            self._sink = self._after_fast_literal
         return True
 
     def _passes_unchanged(self, name: bytes, mailbox: SelectedMailbox, client: int, tagged: Tagged,
@@ -578,25 +585,25 @@ class MailboxSession(ProxySession):
             self._fast_sections = {}
         passes = self._fast_sections.get(name)
         if passes is None:
-            passes = self._rewriter(mailbox, client, tagged, partials).passes_unchanged(name)
+            passes = self._rewriter(mailbox, client, tagged, partials).passes_unchanged(name.upper())
             self._fast_sections[name] = passes
         return passes
 
-    def _after_fast_literal(self, first: Line, mailbox: SelectedMailbox, client: int, tagged: Tagged | None,
-                            partials: PartialMap | None) -> Callable[[Line | LiteralChunk], None]:
-        """The rest of a response whose first fragment took the fast path: the section literal as
-        it is, then ``)``; any other fragment goes to a general rewriter brought to the same state."""
-        def sink(ev: Line | LiteralChunk) -> None:
-            if isinstance(ev, LiteralChunk) or ev.data == b")\r\n":
-                self._to_client(ev.data)
-                return
-            rewriter = self._rewriter(mailbox, client, tagged, partials)
-            rewriter.fragment(first)  # what the client already has (fetch_fast.render)
-            general = self._rewriting_sink(rewriter)
-            if ev.literal is not None:
-                self._sink = general
-            general(ev)
-        return sink
+    def _after_fast_literal(self, ev: Line | LiteralChunk) -> None:
+        """The sink for the rest of a response whose first fragment took the fast path: the
+        section literal as it is, then ``)``; any other fragment goes to a general rewriter
+        brought to the same state."""
+        if type(ev) is LiteralChunk or ev.data == b")\r\n":
+            self._to_client(ev.data)
+            return
+        assert isinstance(ev, Line)
+        first, mailbox, client, tagged, partials = self._fast_first
+        rewriter = self._rewriter(mailbox, client, tagged, partials)
+        rewriter.fragment(first)  # what the client already has (fetch_fast.render)
+        general = self._rewriting_sink(rewriter)
+        if ev.literal is not None:
+            self._sink = general
+        general(ev)
 
     # -- SELECT ----------------------------------------------------------------------------------------
 
@@ -791,7 +798,9 @@ class MailboxSession(ProxySession):
             return
         fragments, literals = serialize([query.name])
         name = fragments[0] if not literals else b"{%d}\r\n%s" % (len(literals[0]), literals[0])
-        rendered = b" ".join(b"%s %d" % (item.encode(), answer.values[item]) for item in query.items)
+        # in RFC 3501's order, as Dovecot answers, whatever order the client asked in
+        rendered = b" ".join(b"%s %d" % (item.encode(), answer.values[item]) for item in COUNT_ITEMS
+                             if item in query.items)
         self._complete_locally(start, b"* STATUS " + name + b" (" + rendered + b")\r\n"
                                + start.tag + b" OK Status completed.\r\n")
 
@@ -816,7 +825,7 @@ class MailboxSession(ProxySession):
         if "UIDNEXT" in items:
             result = yield b"STATUS " + _render_name(name_token) + b" (UIDNEXT)"
             values["UIDNEXT"] = result.status_items.get(b"UIDNEXT", 0)
-        rendered = b" ".join(b"%s %d" % (item.encode(), values[item]) for item in items)
+        rendered = b" ".join(b"%s %d" % (item.encode(), values[item]) for item in COUNT_ITEMS if item in items)
         self._complete_locally(start, b"* STATUS " + _render_name(name_token) + b" (" + rendered + b")\r\n"
                                + start.tag + b" OK Status completed.\r\n")
 

@@ -716,7 +716,7 @@ def test_status_of_the_selected_mailbox_counts_visible_messages(selected: Playbo
         b">S: cp.7 STATUS INBOX (UIDNEXT)",
         b"S: * STATUS INBOX (UIDNEXT 5)",
         b"S: cp.7 OK Status completed.",
-        b">C: * STATUS INBOX (MESSAGES 2 UNSEEN 1 RECENT 0 UIDNEXT 5 UIDVALIDITY 7)",
+        b">C: * STATUS INBOX (MESSAGES 2 RECENT 0 UIDNEXT 5 UIDVALIDITY 7 UNSEEN 1)",
         b">C: s OK Status completed.",
     ])
 

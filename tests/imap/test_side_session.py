@@ -407,8 +407,8 @@ def test_status_of_another_mailbox_waits_for_the_count_and_keeps_the_order(selec
     actions = session.counted(CountAnswer({"MESSAGES": 2, "UNSEEN": 1, "RECENT": 0, "UIDNEXT": 12,
                                            "UIDVALIDITY": 77}))
     got, done = summarize(actions)
-    assert got.to_client == (b"* STATUS \"Arch ive\" (MESSAGES 2 UNSEEN 1 RECENT 0 UIDNEXT 12 "
-                             b"UIDVALIDITY 77)\r\ns OK Status completed.\r\n")
+    assert got.to_client == (b"* STATUS \"Arch ive\" (MESSAGES 2 RECENT 0 UIDNEXT 12 UIDVALIDITY 77 "
+                             b"UNSEEN 1)\r\ns OK Status completed.\r\n")
     assert got.to_server == b"n NOOP\r\n"  # the next command only now
     assert [(d.name, d.status) for d in done] == [("STATUS", "OK")]
     assert session.counted(CountAnswer({"MESSAGES": 9})) == []  # nothing is waiting for one
