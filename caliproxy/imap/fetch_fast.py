@@ -29,63 +29,81 @@ import re
 _ITEM = (rb"(?:UID [0-9]{1,10}|RFC822\.SIZE [0-9]{1,20}|FLAGS \([^()\"{}\[\]\r\n]*\)"
          rb"|INTERNALDATE \"[0-9A-Za-z :+\-]{1,40}\")")
 _HEAD = rb"\* ([1-9][0-9]{0,9}) FETCH \("
-# group 1: number; group 2: the items, each followed by a space; group 3: the section name;
-# group 4: the literal's size. The end of group 2 is where the section item starts.
-_WITH_LITERAL = re.compile(_HEAD + rb"((?:" + _ITEM + rb" )*)(BODY\[[^\[\]\r\n]*\]) \{([0-9]{1,10})\}\r\n\Z")
+# group 1: number; group 2: the items, each followed by a space; then the section item's start.
+# The rest ("[section] {n}" CRLF) is checked with find, much faster than a regex over the section.
+_BEFORE_SECTION = re.compile(_HEAD + rb"((?:" + _ITEM + rb" )*)BODY\[")
+_MARKER = re.compile(rb" \{[0-9]{1,10}\}\r\n")
 # group 1: number; group 2: the items, without the closing parenthesis
 _WITHOUT_LITERAL = re.compile(_HEAD + rb"((?:" + _ITEM + rb"(?: " + _ITEM + rb")*)?)\)\r\n\Z")
-_DIGITS = re.compile(rb"[0-9]+")
 _SIZE = b"RFC822.SIZE "
 _FLAGS = b"FLAGS ("
 
-
-def match(data: bytes, literal: bool) -> re.Match[bytes] | None:
-    """The match of a first fragment (line end and marker included) of the shapes above, or None.
-
-    ``literal``: whether the framer announced a literal after it (its regex then agrees)."""
-    if literal:
-        return _WITH_LITERAL.match(data)
-    return _WITHOUT_LITERAL.match(data)
+# (sequence number, start and end of the items in the fragment, the section item's name: b""
+# without a literal). The items end before ")" without a literal, before the section with one.
+Shape = tuple[int, int, int, bytes]
 
 
-def flag_lists(data: bytes, found: re.Match[bytes]) -> list[bytes]:
-    """The flag lists of the items (``(\\Seen $Label1)``), in order."""
-    lists = []
+def match(data: bytes, literal: bool) -> Shape | None:
+    """The shape of a first fragment (line end and marker included) as above, or None.
+
+    ``literal``: whether the framer announced a literal after it (the marker is checked again)."""
+    if not literal:
+        found = _WITHOUT_LITERAL.match(data)
+        if found is None:
+            return None
+        start, end = found.span(2)
+        return int(found.group(1)), start, end, b""
+    found = _BEFORE_SECTION.match(data)
+    if found is None:
+        return None
     start, end = found.span(2)
+    opening = found.end() - 1
+    close = data.find(b"]", opening)
+    if (close < 0 or data.find(b"[", opening + 1, close) >= 0 or data.find(b"\r", opening, close) >= 0
+            or _MARKER.fullmatch(data, close + 1) is None):
+        return None
+    return int(found.group(1)), start, end, data[end : close + 1]
+
+
+def non_system_flags(data: bytes, shape: Shape) -> list[bytes]:
+    """The flags of every FLAGS item that do not start with a backslash (keyword candidates),
+    in order; each list split as ``value.strip(b"()").split()`` would."""
+    flags: list[bytes] = []
+    _number, start, end, _section = shape
     at = data.find(_FLAGS, start, end)
     while at >= 0:
         close = data.index(b")", at)
-        lists.append(data[at + 6 : close + 1])
+        flags.extend(flag for flag in data[at + 7 : close].split() if flag[0] != 0x5C)
         at = data.find(_FLAGS, close, end)
-    return lists
+    return flags
 
 
-def render(data: bytes, found: re.Match[bytes], client_seq: int, extra: int | None) -> bytes:
+def render(data: bytes, shape: Shape, client_seq: int, extra: int | None) -> bytes:
     """The fragment as the client gets it: renumbered to ``client_seq`` and, when ``extra`` is
     not None (a tagged message), every ``RFC822.SIZE`` grown by ``extra`` (our header's length).
 
     A section literal is passed on as it is: the caller has checked that the general path
     passes it unchanged."""
-    start, end = found.span(2)
-    sizes: list[int] = []
+    number, start, end, _section = shape
+    head = b"* %d FETCH (" % client_seq
     if extra is not None:
         at = data.find(_SIZE, start, end)
-        while at >= 0:
-            # outside a flag list (a keyword may be spelled RFC822.SIZE): as many "(" as ")" before
-            if data.count(b"(", start, at) == data.count(b")", start, at):
-                sizes.append(at + 12)
-            at = data.find(_SIZE, at + 12, end)
-    if not sizes:
-        if client_seq == int(found.group(1)):
-            return data
-        return b"* %d FETCH (" % client_seq + data[start:]
-    parts = [b"* %d FETCH (" % client_seq]
-    pos = start
-    for value_start in sizes:
-        digits = _DIGITS.match(data, value_start)
-        assert digits is not None  # the regex put digits there
-        parts.append(data[pos:value_start])
-        parts.append(b"%d" % (int(digits.group()) + extra))
-        pos = digits.end()
-    parts.append(data[pos:])
-    return b"".join(parts)
+        if at >= 0:
+            parts = [head]
+            pos = start
+            while at >= 0:
+                value = at + 12
+                stop = data.find(b" ", value, end)
+                if stop < 0:
+                    stop = end
+                # outside a flag list (a keyword may be spelled RFC822.SIZE): as many "(" as ")" before
+                if data.find(b"(", start, at) < 0 or data.count(b"(", start, at) == data.count(b")", start, at):
+                    parts += (data[pos:value], b"%d" % (int(data[value:stop]) + extra))
+                    pos = stop
+                at = data.find(_SIZE, stop, end)
+            if pos != start:
+                parts.append(data[pos:])
+                return b"".join(parts)
+    if client_seq == number:
+        return data
+    return head + data[start:]

@@ -171,6 +171,35 @@ class Framer:
             return self._next_literal_chunk()
         return self._next_line()
 
+    def take_whole_literal(self) -> bytes | None:
+        """The literal just announced, at once, when all of it is buffered; else None.
+
+        What ``next_event`` would return as one last chunk (a consumer that has nothing to do
+        per chunk saves the event); with None, the literal comes in chunks as usual."""
+        if not self._in_literal or self._awaiting_grant is not None:
+            return None
+        pos, left = self._pos, self._literal_left
+        if len(self._buf) - pos < left:
+            return None
+        data = self._buf[pos : pos + left]
+        self._pos = self._scan = pos + left
+        self._literal_left = 0
+        self._in_literal = False
+        return data if type(data) is bytes else bytes(data)
+
+    def take_line(self, line: bytes) -> bool:
+        """Consume the next line fragment if it is exactly ``line`` (which carries no literal);
+        what ``next_event`` would have returned is then known to the caller."""
+        if (self._in_literal or self._awaiting_grant is not None or line.find(b"\n") != len(line) - 1
+                or line.endswith(_MARKER_ENDS) or len(line) > self.max_line):
+            return False
+        pos = self._pos
+        if not self._buf.startswith(line, pos):
+            return False
+        self._pos = self._scan = pos + len(line)
+        self._after_literal = False
+        return True
+
     def _start_literal(self, size: int) -> None:
         self._after_literal = True
         if size == 0:

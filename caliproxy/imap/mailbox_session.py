@@ -545,7 +545,7 @@ class MailboxSession(ProxySession):
         found = fetch_fast.match(data, literal)
         if found is None:
             return False
-        number = int(found.group(1))
+        number = found[0]
         view = mailbox.view
         client = None
         uid = 0
@@ -564,16 +564,27 @@ class MailboxSession(ProxySession):
         tagged = mailbox.tag_of(uid) if self.tagging else None
         partials = self._fetch_maps[0][1] if self._fetch_maps else None
         if literal and tagged is not None:
-            name = found.group(3)
+            name = found[3]
             passes = self._fast_sections.get(name) if partials is self._fast_partials else None
             if passes is None:
                 passes = self._passes_unchanged(name, mailbox, client, tagged, partials)
             if not passes:
                 return False
-        self._to_client(fetch_fast.render(data, found, client, None if tagged is None else len(tagged.block)))
-        if literal:
-            self._fast_first = (event, mailbox, client, tagged, partials)
-            self._sink = self._after_fast_literal
+        rendered = fetch_fast.render(data, found, client, None if tagged is None else len(tagged.block))
+        if not literal:
+            self._to_client(rendered)
+            return True
+        # The section literal and ")" as the events would bring them, when they are here already
+        framer = self._server
+        body = framer.take_whole_literal()
+        if body is not None and framer.take_line(b")\r\n"):
+            self._to_client(rendered + body + b")\r\n")
+            return True
+        self._to_client(rendered)
+        if body is not None:
+            self._to_client(body)
+        self._fast_first = (event, mailbox, client, tagged, partials)
+        self._sink = self._after_fast_literal
         return True
 
     def _passes_unchanged(self, name: bytes, mailbox: SelectedMailbox, client: int, tagged: Tagged,

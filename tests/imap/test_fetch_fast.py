@@ -22,7 +22,7 @@ from caliproxy.imap import fetch_fast
 from caliproxy.imap.actions import Action, CommandDone, SendClient, SendServer
 from caliproxy.imap.classify import Tagged
 from caliproxy.imap.fetch_rewrite import FetchRewriter
-from caliproxy.imap.framing import Framer, Line
+from caliproxy.imap.framing import Framer, Line, LiteralChunk
 from caliproxy.imap.grammar import may_carry_literal
 from caliproxy.imap.mailbox_session import MailboxSession
 from caliproxy.imap.session import SessionSettings, UpstreamSecurity
@@ -237,3 +237,34 @@ def test_render_is_the_rewriters_first_fragment(line, client_seq, tagged):
     rewriter = FetchRewriter(client_seq, tagged, None)
     assert fetch_fast.render(line, found, client_seq, None if tagged is None else len(tagged.block)) == \
         b"".join(rewriter.fragment(event))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(body=st.binary(max_size=40), after=st.sampled_from([b")\r\n", b" UID 4)\r\n", b")", b"", b"x {2}\r\n"]),
+       cut=st.integers(0, 80), line=st.sampled_from([b")\r\n", b" UID 4)\r\n", b"x {2}\r\n"]))
+def test_taking_a_whole_literal_and_a_line_is_what_the_events_bring(body, after, cut, line):
+    stream = b"* 1 FETCH (BODY[] {%d}\r\n" % len(body) + body + after + b"* 2 FETCH (UID 9)\r\n"
+    events, taken = Framer(max_line=1 << 20, literal_policy=may_carry_literal), \
+        Framer(max_line=1 << 20, literal_policy=may_carry_literal)
+    for framer in (events, taken):
+        framer.receive_data(stream[:cut])
+    expected: list[object] = []
+    got: list[object] = []
+    for framer, out in ((events, expected), (taken, got)):
+        fed = False
+        while True:
+            event = framer.next_event()
+            if event is None:
+                if fed:
+                    break
+                framer.receive_data(stream[cut:])
+                fed = True
+                continue
+            out.append(event)
+            if framer is taken and isinstance(event, Line) and event.literal is not None:
+                whole = framer.take_whole_literal()
+                if whole is not None:
+                    out.append(LiteralChunk(whole, True))
+                    if framer.take_line(line):
+                        out.append(Line(line, continued=True))
+    assert got == expected
