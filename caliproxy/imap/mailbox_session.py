@@ -171,6 +171,7 @@ class MailboxSession(ProxySession):
         # _passes_unchanged's answers, for the section map of the FETCH in flight
         self._fast_partials: PartialMap | None = None
         self._fast_sections: dict[bytes, bool] = {}
+        self._fast_hides: bool | None = None  # whether the classifier hides anything, once known
         # the response whose section literal _after_fast_literal is passing on
         self._fast_first: tuple[Line, SelectedMailbox, int, Tagged | None, PartialMap | None] | None = None
 
@@ -547,21 +548,25 @@ class MailboxSession(ProxySession):
             return False
         number = found[0]
         view = mailbox.view
+        uids = view.uids
         client = None
         uid = 0
-        if number <= len(view.uids):
-            uid = view.uids[number - 1]
-            client = view.client_seq(uid)
+        if number <= len(uids):
+            uid = uids[number - 1]
+            # (every message visible: the visible UIDs are all UIDs, the numbers the same)
+            client = number if len(view.visible) == len(uids) else view.client_seq(uid)
         if client is None:
             # Hidden, or not announced yet: nothing of it reaches the client.
             if literal:
                 self._sink = _discard
             return True
-        if mailbox.hides:
+        if self._fast_hides is None:
+            self._fast_hides = mailbox.hides  # the classifier's, fixed for the session
+        if self._fast_hides:
             for flag in fetch_fast.non_system_flags(data, found):
                 if _is_keyword(flag) and flag not in mailbox.keywords:
                     return False  # _announce_keywords shows it first
-        tagged = mailbox.tag_of(uid) if self.tagging else None
+        tagged = (mailbox.tags.get(uid) or mailbox.tag_of(uid)) if self.tagging else None
         partials = self._fetch_maps[0][1] if self._fetch_maps else None
         if literal and tagged is not None:
             name = found[3]
