@@ -187,6 +187,19 @@ class Framer:
         self._in_literal = False
         return data if type(data) is bytes else bytes(data)
 
+    def peek_line(self) -> bytes | None:
+        """The next line fragment, without consuming it, when it is whole in the buffer and
+        starts a logical line (no literal in progress or just ended); else None. A consumer
+        that handles it in place takes it with ``take_line``."""
+        if self._in_literal or self._awaiting_grant is not None or self._after_literal:
+            return None
+        buf, pos = self._buf, self._pos
+        end = buf.find(b"\n", max(pos, self._scan)) + 1
+        if end == 0 or end - pos > self.max_line:
+            return None
+        data = buf[pos:end]
+        return data if type(data) is bytes else bytes(data)
+
     def take_line(self, line: bytes) -> bool:
         """Consume the next line fragment if it is exactly ``line`` (which carries no literal);
         what ``next_event`` would have returned is then known to the caller."""

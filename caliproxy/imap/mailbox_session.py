@@ -578,6 +578,7 @@ class MailboxSession(ProxySession):
         rendered = fetch_fast.render(data, found, client, None if tagged is None else len(tagged.block))
         if not literal:
             self._to_client(rendered)
+            self._fast_plain_lines(mailbox)
             return True
         # The section literal and ")" as the events would bring them, when they are here already
         framer = self._server
@@ -591,6 +592,43 @@ class MailboxSession(ProxySession):
         self._fast_first = (event, mailbox, client, tagged, partials)
         self._sink = self._after_fast_literal
         return True
+
+    def _fast_plain_lines(self, mailbox: SelectedMailbox) -> None:
+        """The FETCH responses without a literal that follow one (a FLAGS sync), taken straight
+        from the framer's buffer while they are whole and of the shape: each as the event loop
+        would have handled it (the same steps as _on_common), without making the events."""
+        framer = self._server
+        out: list[bytes] = []
+        tagging = self.tagging
+        view = mailbox.view
+        uids = view.uids
+        while True:
+            data = framer.peek_line()
+            if data is None:
+                break
+            found = fetch_fast.match(data, False)
+            if found is None:
+                break
+            number = found[0]
+            if number > len(uids):
+                if not framer.take_line(data):
+                    break
+                continue  # not announced yet: nothing reaches the client
+            uid = uids[number - 1]
+            client = number if len(view.visible) == len(uids) else view.client_seq(uid)
+            if client is None:
+                if not framer.take_line(data):
+                    break
+                continue  # hidden
+            if self._fast_hides and any(_is_keyword(flag) and flag not in mailbox.keywords
+                                        for flag in fetch_fast.non_system_flags(data, found)):
+                break  # _announce_keywords shows it first
+            tagged = (mailbox.tags.get(uid) or mailbox.tag_of(uid)) if tagging else None
+            if not framer.take_line(data):
+                break
+            out.append(fetch_fast.render(data, found, client, None if tagged is None else len(tagged.block)))
+        if out:
+            self._to_client(b"".join(out))
 
     def _passes_unchanged(self, name: bytes, mailbox: SelectedMailbox, client: int, tagged: Tagged,
                           partials: PartialMap | None) -> bool:

@@ -137,7 +137,8 @@ _BODY = st.sampled_from([b"From: a\r\nTo: b\r\n\r\n", b"", b"X-Caliproxy-Privacy
 
 _USUAL_ITEM = st.one_of(st.integers(1, 99).map(lambda n: b"UID %d" % n),
                         st.integers(0, 99999).map(lambda n: b"RFC822.SIZE %d" % n),
-                        st.lists(st.sampled_from([b"\\Seen", b"\\Answered", b"\\Recent", b"$Label1"]),
+                        st.lists(st.sampled_from([b"\\Seen", b"\\Answered", b"\\Recent", b"$Label1",
+                                                  b"NonJunk"]),
                                  max_size=2).map(lambda flags: b"FLAGS (" + b" ".join(flags) + b")"))
 
 
@@ -268,3 +269,21 @@ def test_taking_a_whole_literal_and_a_line_is_what_the_events_bring(body, after,
                     if framer.take_line(line):
                         out.append(Line(line, continued=True))
     assert got == expected
+
+
+def test_peek_line_shows_only_a_whole_line_that_starts_a_response():
+    framer = Framer(max_line=64, literal_policy=may_carry_literal)
+    framer.receive_data(b"* 1 FETCH (BODY[] {2}\r\nab)\r\n* 2 FETCH (UID 5)\r\n* 3 FE")
+    assert framer.peek_line() == b"* 1 FETCH (BODY[] {2}\r\n"
+    assert framer.peek_line() == b"* 1 FETCH (BODY[] {2}\r\n"  # not consumed
+    assert isinstance(framer.next_event(), Line)
+    assert framer.peek_line() is None  # in the literal
+    assert framer.next_event() == LiteralChunk(b"ab", True)
+    assert framer.peek_line() is None  # ")" continues the response
+    assert framer.next_event() == Line(b")\r\n", continued=True)
+    assert framer.peek_line() == b"* 2 FETCH (UID 5)\r\n"
+    assert framer.take_line(b"* 2 FETCH (UID 5)\r\n")
+    assert framer.peek_line() is None  # not whole yet
+    framer.receive_data(b"TCH (UID 6)\r\n" + b"x" * 70 + b"\r\n")
+    assert framer.next_event() == Line(b"* 3 FETCH (UID 6)\r\n")
+    assert framer.peek_line() is None  # longer than max_line: next_event raises, peek says nothing
