@@ -9,7 +9,12 @@ One run starts everything on loopback and tears it down again:
   listeners (``caliproxy``: privacy header added, ``caliproxy-untagged``: ``tagging: false``) and an
   implicit-TLS upstream, Postfix's smtps port.
 
-Targets: ``direct`` (Postfix's smtps port), ``caliproxy`` and ``caliproxy-untagged``. Workloads:
+Targets: ``direct`` (Postfix's smtps port), ``caliproxy`` and ``caliproxy-untagged``, and two
+baselines from ``bulk_fetch.py``: ``relay`` (a plain TCP relay, Twisted's portforward, in front of
+Postfix's smtps port: the client's TLS ends at Postfix; the cost of one more hop through a Python
+process) and ``tls-relay`` (the same relay terminating TLS on both sides as caliproxy does, without
+reading the bytes: the floor for any Twisted + TLS proxy). Every target is driven by the same
+client code (smtplib, one connection for all N messages, no pipelining). Workloads:
 ``small`` sends N small messages (default 1,000 of ~2 KB) over one logged-in connection, one
 transaction after another, as a mail client with an outbox does; ``large`` sends one message of
 S MB (default 25). Only the transactions are timed (MAIL to the final reply of DATA); connecting,
@@ -21,8 +26,10 @@ Needs root (Postfix and Dovecot start as root) and Debian's postfix and Dovecot 
     python bench/smtp_relay.py                   # 1,000 small messages and one 25 MB, 3 rounds
     python bench/smtp_relay.py -n 200 -s 5 -r 5  # quicker
     python bench/smtp_relay.py --json
+    python bench/smtp_relay.py -s 1 --targets direct,caliproxy --profile prof.txt  # py-spy
 
-The bar of the issue that asked for it: caliproxy / direct <= 1.3.
+The bar: caliproxy / direct <= 1.3 for the small messages. ``proxy CPU`` is the CPU time (user +
+system) of the process in between per small message, steadier than the times on a busy machine.
 """
 
 from __future__ import annotations
@@ -45,13 +52,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from caliproxy.demo.certs import write_demo_certs  # noqa: E402
-from caliproxy.demo.dovecot import DovecotServer, free_port  # noqa: E402
-from caliproxy.demo.postfix import PostfixServer  # noqa: E402
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import bulk_fetch as bf
+
+from caliproxy.demo.certs import write_demo_certs
+from caliproxy.demo.dovecot import DovecotServer, free_port
+from caliproxy.demo.postfix import PostfixServer
 
 USER, PASSWORD = "bench", "benchpw"
 SENDER, RECIPIENT = "bench@example.test", "sink@bench.example"
-TARGETS = ("direct", "caliproxy", "caliproxy-untagged")
+TARGETS = ("direct", "caliproxy", "caliproxy-untagged", "relay", "tls-relay")
 
 
 def small_message(index: int) -> bytes:
@@ -93,7 +106,8 @@ def timed_large(port: int, context: ssl.SSLContext, raw: bytes) -> float:
     return elapsed
 
 
-def start_caliproxy(work: Path, certs: Any, postfix: PostfixServer, dovecot: DovecotServer) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+def start_caliproxy(work: Path, certs: Any, postfix: PostfixServer, dovecot: DovecotServer,
+                    source: Path = ROOT) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     import yaml
 
     ports = {"caliproxy": free_port(), "caliproxy-untagged": free_port()}
@@ -115,8 +129,12 @@ def start_caliproxy(work: Path, certs: Any, postfix: PostfixServer, dovecot: Dov
     path = work / "caliproxy.yaml"
     path.write_text(yaml.safe_dump(config))
     log = (work / "caliproxy.log").open("wb")
+    # ``source`` first on the path, so another checkout (A/B runs) wins over an editable install
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(source), *filter(None, [os.environ.get("PYTHONPATH")])]))
     process = subprocess.Popen([sys.executable, "-m", "caliproxy", "run", "-c", str(path)],
-                               cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                               cwd=source, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     for port in ports.values():
         while True:
@@ -137,42 +155,74 @@ def main() -> int:
     parser.add_argument("-n", "--messages", type=int, default=1000, help="small messages per round")
     parser.add_argument("-s", "--size", type=int, default=25, help="MB of the large message")
     parser.add_argument("-r", "--rounds", type=int, default=3)
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help=f"comma-separated subset of {','.join(TARGETS)} (direct is required)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--caliproxy-source", metavar="DIR", type=Path, default=ROOT,
+                        help="run caliproxy from another checkout (A/B comparisons on one machine)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record caliproxy with py-spy during the timed rounds (.svg flame graph, "
+                             ".json speedscope, anything else collapsed stacks)")
     args = parser.parse_args()
+    targets = tuple(t for t in TARGETS if t in args.targets.split(","))
+    if "direct" not in targets or set(args.targets.split(",")) - set(TARGETS):
+        parser.error(f"--targets: a subset of {','.join(TARGETS)} with direct")
 
     work = Path(tempfile.mkdtemp(prefix="caliproxy-bench-smtp-"))
     certs = write_demo_certs(work / "certs")
     dovecot = DovecotServer(work / "dovecot", {USER: PASSWORD}, certs.server_cert, certs.server_key).start()
     postfix = PostfixServer(work / "postfix", dovecot, certs.server_cert, certs.server_key).start()
-    process = None
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    profiler = None
     try:
-        process, proxy_ports = start_caliproxy(work, certs, postfix, dovecot)
+        proxy, proxy_ports = start_caliproxy(work, certs, postfix, dovecot, args.caliproxy_source)
         ports = {"direct": postfix.smtps_port, **proxy_ports}
+        middle = {"caliproxy": proxy, "caliproxy-untagged": proxy}
+        processes["caliproxy"] = proxy
+        for name, tls in (("relay", False), ("tls-relay", True)):
+            if name in targets:
+                ports[name] = free_port()
+                processes[name] = middle[name] = bf.start_relay(
+                    work, name, certs, postfix.smtps_port, ports[name], tls_toward_client=tls,
+                    tls_upstream=tls, reactor="asyncio")
         context = ssl.create_default_context(cafile=str(certs.ca_cert))
         large = large_message(args.size)
-        for target in TARGETS:  # warm up: TLS sessions, Postfix's processes, caliproxy's imports
+        for target in targets:  # warm up: TLS sessions, Postfix's processes, caliproxy's imports
             timed_small(ports[target], context, 20)
-        samples: dict[str, dict[str, list[float]]] = {t: {"small": [], "large": []} for t in TARGETS}
+        if args.profile:
+            profiler = bf.start_profiler(proxy.pid, args.profile, 200)
+        samples: dict[str, dict[str, list[float]]] = {
+            t: {"small": [], "large": [], "cpu_ms": []} for t in targets}
         for round_number in range(args.rounds):
-            order = TARGETS[round_number % len(TARGETS):] + TARGETS[:round_number % len(TARGETS)]
+            order = targets[round_number % len(targets):] + targets[:round_number % len(targets)]
             for target in order:
+                before = bf.cpu_seconds(middle[target].pid) if target in middle else 0.0
                 samples[target]["small"].append(timed_small(ports[target], context, args.messages))
+                if target in middle:
+                    used = bf.cpu_seconds(middle[target].pid) - before
+                    samples[target]["cpu_ms"].append(1000 * used / args.messages)
                 samples[target]["large"].append(timed_large(ports[target], context, large))
+        if profiler is not None:
+            bf.stop_profiler(profiler)
+            profiler = None
         result: dict[str, Any] = {"messages": args.messages, "large_mb": args.size,
                                   "rounds": args.rounds, "load": os.getloadavg(), "targets": {}}
-        for target in TARGETS:
-            entry = {}
+        for target in targets:
+            entry: dict[str, Any] = {}
             for workload in ("small", "large"):
                 median = statistics.median(samples[target][workload])
                 direct = statistics.median(samples["direct"][workload])
                 entry[workload] = {"median_s": median, "min_s": min(samples[target][workload]),
                                    "ratio": median / direct, "samples": samples[target][workload]}
+            cpu = samples[target]["cpu_ms"]
+            entry["small"]["cpu_ms_per_message"] = statistics.median(cpu) if cpu else None
             result["targets"][target] = entry
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(10)
+        if profiler is not None:
+            bf.stop_profiler(profiler)
+        for process in processes.values():
+            bf.stop_process(process)
         postfix.cleanup()
         dovecot.cleanup()
         if not args.keep:
@@ -184,12 +234,15 @@ def main() -> int:
         return 0
     print(f"{args.messages} small messages and one {args.size} MB message, {args.rounds} rounds, "
           f"load {result['load'][0]:.2f}")
-    print(f"{'target':<20} {'small (s)':>10} {'msg/s':>8} {'ratio':>6}   {'large (s)':>10} {'MB/s':>7} {'ratio':>6}")
+    print(f"{'target':<20} {'small (s)':>10} {'msg/s':>8} {'ratio':>6} {'proxy CPU':>10}   "
+          f"{'large (s)':>10} {'MB/s':>7} {'ratio':>6}")
     for target, entry in result["targets"].items():
         small, big = entry["small"], entry["large"]
+        cpu = small["cpu_ms_per_message"]
+        cpu_text = f"{cpu:.2f} ms" if cpu is not None else "-"
         print(f"{target:<20} {small['median_s']:>10.3f} {args.messages / small['median_s']:>8.0f} "
-              f"{small['ratio']:>6.2f}   {big['median_s']:>10.3f} {len(large) / 1e6 / big['median_s']:>7.1f} "
-              f"{big['ratio']:>6.2f}")
+              f"{small['ratio']:>6.2f} {cpu_text:>10}   {big['median_s']:>10.3f} "
+              f"{len(large) / 1e6 / big['median_s']:>7.1f} {big['ratio']:>6.2f}")
     return 0
 
 

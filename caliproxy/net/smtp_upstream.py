@@ -7,8 +7,10 @@ transactions one command at a time. Every wait is bounded by a timeout; a timeou
 connection or a reply that breaks the protocol raises :class:`UpstreamFailure`, after which the
 session is closed for good (its state is unknown, so nothing more is sent on it).
 
-Twisted does the IO and TLS; the handler coroutines await it on the same asyncio loop through
-``Deferred.asFuture``. What to send and what a reply means belong to ``caliproxy.smtp``.
+Twisted does the IO and TLS; the handler coroutines await it on the same asyncio loop: the
+connection through ``Deferred.asFuture``, each reply through a plain asyncio future with an
+asyncio timer (a Deferred, its future and a Twisted timer per reply cost more than the reply's
+own parsing). What to send and what a reply means belong to ``caliproxy.smtp``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -75,8 +78,9 @@ _WRITE_CHUNK = 256 * 1024
 class _ChunkSender:
     """Writes ``parts`` to ``transport`` a chunk at a time, each when the previous one is sent."""
 
-    def __init__(self, transport: Any, parts: Sequence[bytes]) -> None:
+    def __init__(self, transport: Any, write: Any, parts: Sequence[bytes]) -> None:
         self.transport = transport
+        self.write = write
         self.parts = deque(memoryview(part) for part in parts if part)
 
     def start(self) -> None:
@@ -89,7 +93,7 @@ class _ChunkSender:
             if len(part) > budget:
                 self.parts.appendleft(part[budget:])
                 part = part[:budget]
-            self.transport.write(bytes(part))
+            self.write(bytes(part))
             budget -= len(part)
         if not self.parts:
             self.transport.unregisterProducer()
@@ -106,14 +110,15 @@ class _UpstreamProtocol(Protocol):
     taken as the reply to our next command, so it ends the connection instead.
     """
 
-    def __init__(self, reactor: Any) -> None:
-        self.reactor = reactor
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.parser = ReplyParser()
         self.replies: deque[Reply] = deque()
-        self.waiter: defer.Deferred[Reply] | None = None
-        self.timer: Any = None
+        self.waiter: asyncio.Future[Reply] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.lost: str | None = None
         self.expected = 1  # the greeting
+        self._write: Any = None
 
     def connectionMade(self) -> None:
         # Commands are small writes that wait for their reply: Nagle's algorithm would hold one
@@ -121,6 +126,21 @@ class _UpstreamProtocol(Protocol):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+        self._write = self._writer()
+
+    def _writer(self) -> Any:
+        """How to write: straight into the TLS layer when there is one.
+
+        Twisted's TLS transport (``BufferingTLSTransport``) holds small writes until the next
+        reactor turn, to join them into one record; we write each command batch, or the
+        message, in one piece already, and every turn of waiting adds to each round trip. Its
+        base class's ``write`` encrypts and sends at once."""
+        transport = self.transport
+        if getattr(transport, "TLS", False):  # after STARTTLS: the TLS layer is its protocol
+            transport = getattr(transport, "protocol", None)
+        if isinstance(transport, TLSMemoryBIOProtocol):
+            return lambda data: TLSMemoryBIOProtocol.write(transport, data)
+        return self.transport.write  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -140,26 +160,37 @@ class _UpstreamProtocol(Protocol):
         self.lost = self.lost or _reason(reason)
         self._fail(UpstreamFailure(self.lost))
 
-    def next_reply(self, timeout: float) -> defer.Deferred[Reply]:
+    def next_reply(self, timeout: float) -> asyncio.Future[Reply]:
+        """The next reply, now or within ``timeout`` seconds (else UpstreamFailure)."""
+        waiter = self.loop.create_future()
         if self.replies:
-            return defer.succeed(self.replies.popleft())
+            waiter.set_result(self.replies.popleft())
+            return waiter
         if self.lost is not None:
-            return defer.fail(UpstreamFailure(self.lost))
+            waiter.set_exception(UpstreamFailure(self.lost))
+            return waiter
         assert self.waiter is None, "one command at a time"
-        self.waiter = defer.Deferred(lambda _: self.abort("upstream connection abandoned"))
-        self.timer = self.reactor.callLater(timeout, self.abort, f"upstream silent for {timeout:g} s")
-        return self.waiter
+        self.waiter = waiter
+        waiter.add_done_callback(self._abandoned)
+        self.timer = self.loop.call_later(timeout, self.abort, f"upstream silent for {timeout:g} s")
+        return waiter
 
-    def send(self, data: bytes, *more: bytes) -> None:
-        """Send a command line (or the message data, or BDAT and its chunk): exactly one reply
-        is due for it."""
+    def _abandoned(self, waiter: asyncio.Future[Reply]) -> None:
+        # the command waiting for this reply was cancelled (its client went away): what the
+        # upstream does with it is unknown now, so the connection cannot be used again
+        if waiter.cancelled():
+            self.waiter = None
+            self.abort("upstream connection abandoned")
+
+    def send(self, data: bytes, *more: bytes, replies: int = 1) -> None:
+        """Send a command line (or the message data, or BDAT and its chunk), or ``replies``
+        pipelined command lines, in one write: that many replies are due for it."""
         if self.lost is None:
-            self.expected += 1
+            self.expected += replies
             if len(data) + sum(len(part) for part in more) <= _WRITE_CHUNK:
-                for part in (data, *more):
-                    self.transport.write(part)  # type: ignore[union-attr]
+                self._write(b"".join((data, *more)) if more else data)
             else:
-                _ChunkSender(self.transport, (data, *more)).start()
+                _ChunkSender(self.transport, self._write, (data, *more)).start()
 
     def start_tls(self, options: Any) -> None:
         # Anything the upstream sent after its 220 to STARTTLS arrived in clear: reading it as
@@ -168,6 +199,7 @@ class _UpstreamProtocol(Protocol):
             self.abort("upstream sent data before the TLS handshake")
             raise UpstreamFailure("upstream sent data before the TLS handshake")
         self.transport.startTLS(options)  # type: ignore[union-attr]
+        self._write = self._writer()
 
     def abort(self, why: str) -> None:
         if self.lost is None:
@@ -180,16 +212,18 @@ class _UpstreamProtocol(Protocol):
         if self.waiter is not None and self.replies:
             waiter, self.waiter = self.waiter, None
             self._cancel_timer()
-            waiter.callback(self.replies.popleft())
+            if not waiter.done():
+                waiter.set_result(self.replies.popleft())
 
     def _fail(self, exc: UpstreamFailure) -> None:
         self._cancel_timer()
         if self.waiter is not None:
             waiter, self.waiter = self.waiter, None
-            waiter.errback(exc)
+            if not waiter.done():
+                waiter.set_exception(exc)
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None and self.timer.active():
+        if self.timer is not None:
             self.timer.cancel()
         self.timer = None
 
@@ -233,7 +267,7 @@ class UpstreamSession:
             self.reactor, target.host, target.port, timeout=target.connect_timeout)
         if target.tls == "implicit":
             endpoint = endpoints.wrapClientTLS(target.tls_options, endpoint)
-        protocol = _UpstreamProtocol(self.reactor)
+        protocol = _UpstreamProtocol(self.loop)
         try:
             await self._wait(endpoints.connectProtocol(endpoint, protocol))
         except UpstreamFailure:
@@ -290,8 +324,7 @@ class UpstreamSession:
         """Send several command lines in one write (the upstream offers PIPELINING, RFC 2920) and
         return their replies in order."""
         protocol = self._require()
-        for line in lines:
-            protocol.send(line + b"\r\n")
+        protocol.send(b"".join(line + b"\r\n" for line in lines), replies=len(lines))
         replies = []
         for _ in lines:
             reply = await self._reply(self.timeouts.command)
@@ -346,7 +379,10 @@ class UpstreamSession:
         return Extensions.parse(reply)
 
     async def _reply(self, timeout: float) -> Reply:
-        return await self._wait(self._require().next_reply(timeout))
+        protocol = self._require()
+        if protocol.replies:  # the second of two pipelined replies is usually here already
+            return protocol.replies.popleft()
+        return await protocol.next_reply(timeout)
 
     async def _wait(self, deferred: defer.Deferred[Any]) -> Any:
         return await deferred.asFuture(self.loop)

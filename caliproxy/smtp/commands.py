@@ -31,6 +31,30 @@ class CommandRefused(ClientProtocolError):
         self.reply = reply
 
 
+# <local@domain> with a dot-atom local part (RFC 5322 atext) and a host-name domain, then the rest
+# of the line: what nearly every client sends. Anything else goes to the full RFC 5322 parser.
+_SIMPLE_PATH = re.compile(
+    r"[ \t]*<((?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*))>(.*)", re.DOTALL)
+
+
+def simple_path(argument: str) -> tuple[str, str] | None:
+    """The address and the rest of a MAIL/RCPT argument of the common simple form, or None.
+
+    For those arguments the result is exactly what the standard library's RFC 5322 parser
+    (``email._header_value_parser.get_angle_addr``) gives, without its cost (tens of
+    microseconds a command); None means "ask that parser"."""
+    match = _SIMPLE_PATH.fullmatch(argument)
+    if match is None:
+        return None
+    rest = match.group(2)
+    if rest[:1] in (" ", "\t"):
+        rest = rest.lstrip()  # the parser's folding white space: str.lstrip(), as here
+    if rest[:1] == "(":
+        return None  # a comment, which the parser drops
+    return match.group(1), rest
+
+
 # Control characters (CR and LF above all) must never reach the upstream inside an address:
 # they would let a client inject a command of its own.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -4,6 +4,10 @@ and credentials that never show up in a repr."""
 from __future__ import annotations
 
 import base64
+import random
+import string
+from email._header_value_parser import get_angle_addr
+from email.errors import HeaderParseError
 
 import pytest
 
@@ -18,6 +22,7 @@ from caliproxy.smtp.commands import (
     mail_parameters,
     parse_plain,
     rcpt_command,
+    simple_path,
 )
 from caliproxy.smtp.extensions import Extensions
 from tests.smtp.test_extensions import POSTFIX
@@ -95,3 +100,54 @@ def test_credentials_never_show_their_password():
     assert "hunter2" not in repr(credentials)
     assert "hunter2" not in str(credentials)
     assert "hunter2" not in repr([credentials])
+
+
+# -- the fast reading of MAIL/RCPT paths ------------------------------------------------------------
+
+_ATEXT = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-"
+
+
+def _stdlib(argument: str) -> tuple[str, str] | None:
+    try:
+        address, rest = get_angle_addr(argument)
+    except HeaderParseError:
+        return None
+    return address.addr_spec, rest
+
+
+@pytest.mark.parametrize(("argument", "expected"), [
+    ("<alice@example.test>", ("alice@example.test", "")),
+    ("<alice@example.test> SIZE=123 BODY=8BITMIME", ("alice@example.test", "SIZE=123 BODY=8BITMIME")),
+    (" <a.b+c@x-y.example>\tSMTPUTF8", ("a.b+c@x-y.example", "SMTPUTF8")),
+    ("<a@b>x", ("a@b", "x")),
+])
+def test_simple_paths_are_read_without_the_full_parser(argument, expected):
+    assert simple_path(argument) == expected == _stdlib(argument)
+
+
+@pytest.mark.parametrize("argument", [
+    "<>", "<\"quoted local\"@example.test>", "<a@[192.0.2.1]>", "<a..b@example.test>", "<.a@b>",
+    "<a@b.>", "< a@b>", "<a @b>", "<a@b> (comment) SIZE=1", "<a@b>(comment)", "<@relay:a@b>",
+    "<ü@example.test>", "alice@example.test", "",
+])
+def test_anything_else_is_left_to_the_full_parser(argument):
+    assert simple_path(argument) is None
+
+
+def test_whenever_the_fast_reading_answers_it_agrees_with_the_standard_library():
+    rng = random.Random(20261127)
+    noise = _ATEXT + ".@<> \t\"()[]\\,;:\u00e9\r\x0c\u2003"
+    answered = 0
+    for _ in range(20000):
+        local = "".join(rng.choice(_ATEXT + ".") for _ in range(rng.randint(1, 8)))
+        domain = "".join(rng.choice(string.ascii_letters + string.digits + "-.")
+                         for _ in range(rng.randint(1, 8)))
+        rest = "".join(rng.choice([" ", "\t", "(", ")", "x", "=", "\r", "\x0c", "\u2003", "<", ">"])
+                       for _ in range(rng.randint(0, 5)))
+        for argument in (rng.choice(["", " ", "\t"]) + f"<{local}@{domain}>{rest}",
+                         "".join(rng.choice(noise) for _ in range(rng.randint(1, 12)))):
+            fast = simple_path(argument)
+            if fast is not None:
+                answered += 1
+                assert fast == _stdlib(argument), argument
+    assert answered > 5000

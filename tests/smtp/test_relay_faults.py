@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import random
 import smtplib
+import socket
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import pytest_twisted
@@ -226,3 +228,45 @@ def test_stopping_the_listener_tells_idle_clients_421():
         code, text = yield threads.deferToThread(client.noop)
         assert code == 421 and text.startswith(b"4.3.2")
         client.close()
+
+
+def _busy_then_idle(port: int) -> tuple[list[int], bytes]:
+    """NOOP every 0.2 s for 1.5 s, then silence: the NOOP codes and what the socket read after."""
+    client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    codes = []
+    for _ in range(8):
+        codes.append(client.noop()[0])
+        time.sleep(0.2)
+    client.sock.settimeout(5)
+    after = client.sock.recv(100)  # b"" once the proxy closes the idle connection
+    client.close()
+    return codes, after
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_is_closed_after_its_idle_timeout_and_every_command_restarts_it():
+    with FaultUpstream() as upstream:
+        listener, _, port = start_listener(upstream.port)
+        listener.context = replace(listener.context, client_timeout=0.5)
+        try:
+            codes, after = yield threads.deferToThread(_busy_then_idle, port)
+        finally:
+            yield listener.stopService()
+    assert codes == [250] * 8  # 1.6 s of activity outlived three idle timeouts
+    assert after == b""
+
+
+@pytest_twisted.inlineCallbacks
+def test_client_connections_send_small_replies_at_once():
+    """TCP_NODELAY on the accepted socket: a reply written right after another must not wait for
+    the client's delayed ACK (asyncio sets it only on sockets that say they are TCP)."""
+    with FaultUpstream() as upstream:
+        listener, _, port = start_listener(upstream.port)
+        try:
+            client = yield threads.deferToThread(_logged_in, port)
+            [connection] = listener.connections
+            sock = connection.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            yield threads.deferToThread(client.quit)
+        finally:
+            yield listener.stopService()
