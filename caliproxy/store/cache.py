@@ -9,7 +9,11 @@ Keyed by (upstream, account, mailbox, UIDVALIDITY, UID). What is stored, per mes
   depend on our header's name: the name the entries were made with is kept (table ``meta``) and
   opening the cache with another name drops every entry;
 * nothing of the message content: no subject, no body, no other header values — except the
-  values of header fields the policy's own ``header`` rules name, which it needs to re-level.
+  values of header fields the policy's own ``header`` rules name, which it needs to re-level;
+* the verdict last made from the features (level and rendered privacy header) with the
+  fingerprint of what made it (policy, header name, the engine's code; see
+  ``store.classifier``): a restart under the same fingerprint takes it as it is instead of
+  decoding and judging every message again; any other fingerprint judges afresh.
 
 Participants' addresses are stored as SHA-256 digests unless the policy matches on addresses
 (sender/recipient rules, known correspondents); such a policy re-reads headers for entries
@@ -34,7 +38,7 @@ from pathlib import Path
 
 from caliproxy.errors import CaliproxyError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: The header name of caches that do not record one (schema 2 and older): the only one there was.
 _FORMER_HEADER_NAME = "X-Caliproxy-Privacy"
 
@@ -65,6 +69,11 @@ _MIGRATIONS: dict[int, str] = {
     3: """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     """,
+    4: """
+        ALTER TABLE message ADD COLUMN verdict_of TEXT;       -- fingerprint of what judged
+        ALTER TABLE message ADD COLUMN verdict_level TEXT;
+        ALTER TABLE message ADD COLUMN verdict_header BLOB;   -- the rendered privacy header
+    """,
 }
 
 
@@ -90,6 +99,17 @@ class CachedEntry:
     features_version: int
     clear_addresses: bool
     spoofs: tuple[int, ...]
+    verdict: StoredVerdict | None = None  # written with the entry (not read back by get_many)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVerdict:
+    """A verdict made from an entry's features: by what (``made_by``, a fingerprint), its level
+    and the rendered privacy header."""
+
+    made_by: str
+    level: str
+    header: bytes
 
 
 class ClassificationCache:
@@ -195,14 +215,52 @@ class ClassificationCache:
         mailbox = self._mailbox_id(key)
         rows = [
             (mailbox, uid, e.features_version, int(e.clear_addresses), json.dumps(e.features),
-             json.dumps(list(e.spoofs)))
+             json.dumps(list(e.spoofs)), *_verdict_columns(e.verdict))
             for uid, e in entries
         ]
         if not rows:
             return
         self._db.execute("BEGIN")
-        self._db.executemany("INSERT OR REPLACE INTO message VALUES (?, ?, ?, ?, ?, ?)", rows)
+        # (replacing an entry replaces its verdict: one made from other features never stays)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO message (mailbox, uid, features_version, clear_addresses, features, spoofs, "
+            "verdict_of, verdict_level, verdict_header) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._db.execute("COMMIT")
+
+    def get_verdicts(self, key: MailboxKey, uids: Sequence[int], made_by: str, features_version: int
+                     ) -> dict[int, tuple[str, bytes, tuple[int, ...]]]:
+        """(level, privacy header, spoofs) of the entries of ``uids`` whose stored verdict was made
+        by ``made_by`` from features of ``features_version``; the others are not returned."""
+        mailbox = self._mailbox_id(key)
+        rows = self._db.execute(
+            "SELECT uid, verdict_level, verdict_header, spoofs FROM message "
+            "WHERE mailbox=? AND verdict_of=? AND features_version=?",
+            (mailbox, made_by, features_version),
+        ).fetchall()
+        wanted = set(uids)
+        result = {}
+        for uid, level, header, spoofs in rows:
+            if uid in wanted and isinstance(level, str) and isinstance(header, bytes):
+                result[uid] = (level, header, () if spoofs == "[]" else tuple(json.loads(spoofs)))
+        self.hits += len(result)
+        return result
+
+    def put_verdicts(self, key: MailboxKey, verdicts: Iterable[tuple[int, StoredVerdict]]) -> None:
+        """Store verdicts made afresh from the entries of these UIDs (a new policy, say)."""
+        mailbox = self._mailbox_id(key)
+        rows = [(*_verdict_columns(v), mailbox, uid) for uid, v in verdicts]
+        if not rows:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "UPDATE message SET verdict_of=?, verdict_level=?, verdict_header=? WHERE mailbox=? AND uid=?", rows)
         self._db.execute("COMMIT")
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM message").fetchone()[0])
+
+
+def _verdict_columns(verdict: StoredVerdict | None) -> tuple[str | None, str | None, bytes | None]:
+    if verdict is None:
+        return None, None, None
+    return verdict.made_by, verdict.level, verdict.header

@@ -4,13 +4,21 @@ Glue outside the rings: it imports the pure privacy engine and the SQLite cache,
 ``caliproxy.imap.classify.Classifier`` for one account on one connection. Verdicts are also kept
 in memory per (account, mailbox, UIDVALIDITY) for the life of the process, so re-selecting a big
 mailbox costs a dictionary lookup, not a JSON decode per message; a new policy starts a new memory.
+
+Each verdict is also stored with its entry under :func:`verdict_fingerprint` (the policy, our
+header's name and a digest of the privacy engine's code), so a restart under the same policy and
+code reads verdicts instead of judging every message again. Anything that could change a verdict
+changes the fingerprint, and a stored verdict of another fingerprint is never used; when the code
+cannot be read to digest it, nothing stored is used (every message is judged, as before).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from caliproxy.imap.classify import Tagged
 from caliproxy.imap.virtual import FieldNames, spoof_offsets
@@ -29,7 +37,13 @@ from caliproxy.privacy.header import (
 )
 from caliproxy.privacy.policy import Policy
 from caliproxy.privacy.verdict import evaluate
-from caliproxy.store.cache import CachedEntry, ClassificationCache, MailboxKey, digest
+from caliproxy.store.cache import (
+    CachedEntry,
+    ClassificationCache,
+    MailboxKey,
+    StoredVerdict,
+    digest,
+)
 
 _ADDRESS_FIELDS = ("from_addresses", "sender_addresses", "reply_to", "to", "cc", "bcc")
 
@@ -37,6 +51,33 @@ _ADDRESS_FIELDS = ("from_addresses", "sender_addresses", "reply_to", "to", "cc",
 def field_names(header: HeaderName) -> FieldNames:
     """The IMAP session's view of a (checked) header name."""
     return FieldNames(header.name.encode("ascii"), header.spoofed.encode("ascii"))
+
+
+def _engine_digest() -> str | None:
+    """A digest of the code a verdict comes from (the privacy package and this module), or None
+    when it cannot be read (then no stored verdict is trusted)."""
+    here = Path(__file__).resolve()
+    try:
+        sources = sorted((here.parent.parent / "privacy").glob("*.py")) + [here]
+        hashed = hashlib.sha256()
+        for source in sources:
+            hashed.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    except OSError:
+        return None
+    return hashed.hexdigest() if len(sources) > 1 else None
+
+
+_ENGINE = _engine_digest()
+
+
+def verdict_fingerprint(policy: Policy, header: HeaderName) -> str | None:
+    """What a verdict made from stored features depends on besides them: the policy (its repr
+    holds every field that judges; derived fields are made from those), our header's name (it
+    is rendered into the verdict), the features' and the engine's versions. None: unknown code."""
+    if _ENGINE is None:
+        return None
+    text = "\n".join((repr(policy), header.name, str(FEATURES_VERSION), _ENGINE))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def policy_needs_addresses(policy: Policy) -> bool:
@@ -68,6 +109,7 @@ class VerdictMemory:
         self.cache = cache
         self.upstream = upstream
         self.keep_addresses = policy_needs_addresses(policy)
+        self.fingerprint = verdict_fingerprint(policy, header)
         self._memory: dict[MailboxKey, dict[int, Tagged]] = {}
         self.unclassifiable = Tagged(policy.levels.highest,
                                      render_unclassified(policy.levels.highest, header), ())
@@ -79,7 +121,16 @@ class VerdictMemory:
     def known(self, key: MailboxKey, uids: Sequence[int]) -> dict[int, Tagged]:
         memory = self._memory.setdefault(key, {})
         missing = [uid for uid in uids if uid not in memory]
+        fingerprint = self.fingerprint
+        if missing and fingerprint is not None:
+            levels = self.policy.levels
+            for uid, (level, block, spoofs) in self.cache.get_verdicts(key, missing, fingerprint,
+                                                                       FEATURES_VERSION).items():
+                if level in levels and len(block) == HEADER_LENGTH:  # else judged again below
+                    memory[uid] = Tagged(level, block, spoofs)
+            missing = [uid for uid in missing if uid not in memory]
         if missing:
+            fresh: list[tuple[int, StoredVerdict]] = []
             for uid, entry in self.cache.get_many(key, missing).items():
                 if entry.features_version != FEATURES_VERSION:
                     continue
@@ -94,7 +145,10 @@ class VerdictMemory:
                     continue
                 if not self.policy.can_judge(features):
                     continue  # a rule reads a header these features did not keep: read again
-                memory[uid] = self._tag(features, entry.spoofs)
+                memory[uid] = tagged = self._tag(features, entry.spoofs)
+                if fingerprint is not None:
+                    fresh.append((uid, StoredVerdict(fingerprint, tagged.level, tagged.block)))
+            self.cache.put_verdicts(key, fresh)
         return {uid: memory[uid] for uid in uids if uid in memory}
 
     def classify(self, key: MailboxKey, headers: Sequence[tuple[int, bytes]]) -> dict[int, Tagged]:
@@ -110,7 +164,9 @@ class VerdictMemory:
             memory[uid] = result[uid] = tagged
             stored = (features if self.keep_addresses else redact(features)).to_dict()
             stored["account"] = stored["mailbox"] = ""  # in the key, as digests
-            entries.append((uid, CachedEntry(stored, FEATURES_VERSION, self.keep_addresses, spoofs)))
+            verdict = (None if self.fingerprint is None
+                       else StoredVerdict(self.fingerprint, tagged.level, tagged.block))
+            entries.append((uid, CachedEntry(stored, FEATURES_VERSION, self.keep_addresses, spoofs, verdict)))
         self.cache.put_many(key, entries)
         if self.observe is not None and result:
             self.observe(time.monotonic() - started, [tagged.level for tagged in result.values()])

@@ -149,6 +149,67 @@ def test_a_new_policy_relevels_from_the_cache_without_the_headers(tmp_path):
     assert all(parse_header(t.block).level == "confidential" for t in known.values())
 
 
+def _no_judging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any decoding of stored features fail the test: verdicts must come as stored."""
+    from caliproxy.privacy.features import MessageFeatures
+
+    def refuse(data):  # type: ignore[no-untyped-def]
+        raise AssertionError("judged again")
+
+    monkeypatch.setattr(MessageFeatures, "from_dict", staticmethod(refuse))
+
+
+def test_a_restart_under_the_same_policy_reads_the_stored_verdicts(tmp_path, monkeypatch):
+    path = tmp_path / "cache.db"
+    key = MailboxKey(UPSTREAM, "alice", "INBOX", 1)
+    headers = [(uid, _header(_message(uid))) for uid in range(1, 11)]
+    policy = {"default_level": "confidential"}
+    made = VerdictMemory(policy_from_mapping(policy), ClassificationCache(path), UPSTREAM).classify(key, headers)
+    with monkeypatch.context() as patch:
+        _no_judging(patch)
+        again = VerdictMemory(policy_from_mapping(policy), ClassificationCache(path), UPSTREAM).known(key, list(made))
+    assert again == made
+    # Another policy judges afresh (and stores what it made); back to the first, judged afresh again.
+    other = VerdictMemory(policy_from_mapping({"default_level": "internal"}), ClassificationCache(path), UPSTREAM)
+    assert {t.level for t in other.known(key, list(made)).values()} == {"internal"}
+    with monkeypatch.context() as patch:
+        _no_judging(patch)
+        stored = VerdictMemory(policy_from_mapping({"default_level": "internal"}), ClassificationCache(path),
+                               UPSTREAM).known(key, list(made))
+    assert {t.level for t in stored.values()} == {"internal"}
+    back = VerdictMemory(policy_from_mapping(policy), ClassificationCache(path), UPSTREAM).known(key, list(made))
+    assert back == made
+
+
+def test_a_stored_verdict_is_used_only_as_it_was_made(tmp_path, monkeypatch):
+    from caliproxy.store import classifier
+
+    path = tmp_path / "cache.db"
+    key = MailboxKey(UPSTREAM, "alice", "INBOX", 1)
+    policy = policy_from_mapping({"default_level": "secret"})
+    made = VerdictMemory(policy, ClassificationCache(path), UPSTREAM).classify(key, [(1, _header(_message(1))),
+                                                                                   (2, _header(_message(2)))])
+    with sqlite3.connect(path) as db:
+        # a level the policy does not have, and a header of the wrong length: judged again
+        db.execute("UPDATE message SET verdict_level = 'nonsense' WHERE uid = 1")
+        db.execute("UPDATE message SET verdict_header = x'00' WHERE uid = 2")
+    assert VerdictMemory(policy, ClassificationCache(path), UPSTREAM).known(key, [1, 2]) == made
+    # Other code (its digest unknown): no stored verdict is trusted at all.
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE message SET verdict_level = 'public'")
+    with monkeypatch.context() as patch:
+        patch.setattr(classifier, "_ENGINE", None)
+        memory = VerdictMemory(policy, ClassificationCache(path), UPSTREAM)
+        assert memory.fingerprint is None
+        assert memory.known(key, [1, 2]) == made
+    # (the same fingerprint takes what the file says: the file is the proxy's own, mode 0600)
+    assert {t.level for t in VerdictMemory(policy, ClassificationCache(path), UPSTREAM).known(key, [1, 2]).values()} \
+        == {"public"}
+    # A changed engine digest is another fingerprint.
+    monkeypatch.setattr(classifier, "_ENGINE", "another")
+    assert VerdictMemory(policy, ClassificationCache(path), UPSTREAM).known(key, [1, 2]) == made
+
+
 # -- through the proxy ------------------------------------------------------------------------------
 
 MESSAGES = 60
@@ -245,7 +306,7 @@ def test_a_version_1_file_is_migrated_and_scrubbed_of_account_and_mailbox_names(
                    ('{"account": "Kx93.account@example.test", "mailbox": "Kx93 folder", "size": null}',))
     ClassificationCache(path).close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert db.execute("SELECT features FROM message").fetchone()[0] == \
             '{"account":"","mailbox":"","size":null}'
         # made with the only name there was then
