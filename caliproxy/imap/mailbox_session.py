@@ -53,6 +53,7 @@ from caliproxy.imap.view import MailboxView
 
 _MARKED = re.compile(rb"\\(?:Un)?Marked", re.I)
 _RECENT = re.compile(rb"\* (\d+) RECENT\r\n", re.I)
+_MESSAGE_DATA = re.compile(rb"\* \d+ ")
 # flag-keyword = atom (RFC 3501 §9); anything else in a flag list is not shown, nor searched for
 _KEYWORD = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\\]]+")
 # Untagged data a hiding session passes on (after the rewrites below); anything else ends it.
@@ -215,6 +216,13 @@ class MailboxSession(ProxySession):
             return False
         verb = start.verb
         if verb in ("SELECT", "EXAMINE") and not start.uid:
+            if self._pending and self._mailbox is not None:
+                # The answers to the commands before it still speak of the selected mailbox in
+                # the upstream's numbers (flag updates and EXPUNGEs of hidden mail included, and
+                # messages that need our header): they are read through its view, and only then
+                # is the view let go.
+                self._deferred = (start, args, current)
+                return True
             self._mailbox = None
             self._selecting = _Selecting(start.tag, _mailbox_name(args[0]), verb == "EXAMINE")
             return False  # forwarded as is; its answer is held (see _select_untagged)
@@ -293,7 +301,8 @@ class MailboxSession(ProxySession):
                 return True
             self._selecting = None
             for line in selecting.lines:
-                self._to_client(line)
+                if _MESSAGE_DATA.match(line) is None:  # counts of no mailbox the client has
+                    self._to_client(line)
             return False
         if self._idle_interrupt == "stopping" and tag == self._idle_tag:
             # The upstream IDLE ended for our sake; the client's IDLE goes on.
@@ -666,6 +675,12 @@ class MailboxSession(ProxySession):
         assert selecting is not None
         if response.status == b"BYE":
             return False
+        if response.number is not None and response.keyword not in (b"EXISTS", b"RECENT"):
+            # FETCH or EXPUNGE: never part of a SELECT answer, so about the mailbox being left
+            # (its numbers, its hidden mail): not the client's any more.
+            if event.literal is not None:
+                self._sink = _discard
+            return True
         if event.literal is not None:
             raise ServerProtocolError("literal in a SELECT answer")
         code = response.code
