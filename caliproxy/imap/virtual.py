@@ -48,15 +48,33 @@ DEFAULT_NAMES = FieldNames(b"X-Caliproxy-Privacy", b"X-Caliproxy-Spoofed")
 
 
 def header_end(header: bytes) -> int:
-    """Length of the header section including the empty line (the whole input if none)."""
-    match = _END_OF_HEADER.search(header)
-    return match.end() if match else len(header)
+    """Length of the header section including the empty line (the whole input if none).
+
+    The end of the first match of ``_END_OF_HEADER``, found with ``find`` (the regex search
+    costs tens of microseconds per header, and every header of a mailbox goes through here):
+    the first LF followed by LF or CRLF ends the section."""
+    bare, crlf = header.find(b"\n\n"), header.find(b"\n\r\n")
+    if bare < 0:
+        return crlf + 3 if crlf >= 0 else len(header)
+    return bare + 2 if crlf < 0 or bare < crlf else crlf + 3
 
 
 def spoof_offsets(header: bytes, names: FieldNames = DEFAULT_NAMES) -> tuple[int, ...]:
-    """Offsets, in the upstream message, of every header field of our name (forged or stale)."""
+    """Offsets, in the upstream message, of every header field of our name (forged or stale).
+
+    What ``names.at_line_start.finditer`` finds in the header section, found with ``find`` on a
+    lower-cased copy (IGNORECASE is ASCII-only for bytes, as ``bytes.lower`` is) and checked
+    with ``names.field_start`` at each line start: far cheaper than the regex over every byte."""
     limit = header_end(header)
-    return tuple(m.start() for m in names.at_line_start.finditer(header, 0, limit))
+    section = header[:limit].lower()
+    ours = names.ours.lower()
+    found = []
+    at = section.find(ours)
+    while at >= 0:
+        if (at == 0 or section[at - 1] == 0x0A) and names.field_start.match(header, at, limit):
+            found.append(at)
+        at = section.find(ours, at + 1)
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)

@@ -287,3 +287,22 @@ def test_peek_line_shows_only_a_whole_line_that_starts_a_response():
     framer.receive_data(b"TCH (UID 6)\r\n" + b"x" * 70 + b"\r\n")
     assert framer.next_event() == Line(b"* 3 FETCH (UID 6)\r\n")
     assert framer.peek_line() is None  # longer than max_line: next_event raises, peek says nothing
+
+
+_HEADER_PIECES = st.sampled_from([b"\r", b"\n", b"\r\n", b"\n\n", b"X-Caliproxy-Privacy", b"x-caliproxy-PRIVACY",
+                                  b"X-Caliproxy-Privac", b":", b" ", b"\t", b"a", b"Subject: x"])
+
+
+@settings(max_examples=EXAMPLES * 10, deadline=None)
+@given(pieces=st.lists(_HEADER_PIECES, max_size=30))
+def test_spoof_offsets_find_what_the_regexes_find(pieces):
+    """``virtual.header_end``/``spoof_offsets`` use find; their definitions are the regexes."""
+    from caliproxy.imap import virtual
+
+    header = b"".join(pieces)
+    found = virtual._END_OF_HEADER.search(header)
+    limit = found.end() if found else len(header)
+    assert virtual.header_end(header) == limit
+    names = virtual.DEFAULT_NAMES
+    assert virtual.spoof_offsets(header, names) == tuple(
+        m.start() for m in names.at_line_start.finditer(header, 0, limit))
