@@ -119,6 +119,7 @@ class ProxyService(service.MultiService):
         self.submissions = SubmissionEvents(self.metrics)
         self.ports: dict[str, Any] = {}
         self.factories: dict[str, ClientFactory] = {}
+        self.submission_listeners: dict[str, SubmissionListener] = {}
         self.cache = ClassificationCache(config.cache.path, config.header.name)
         self.metrics.watch_cache(self.cache)
         upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
@@ -228,11 +229,11 @@ class ProxyService(service.MultiService):
         return UpstreamTarget(host=upstream.host, port=upstream.port, tls=upstream.tls,
                               tls_options=client_options, connect_timeout=upstream.connect_timeout)
 
-    def _add_smtp_listener(self, listener: ListenerConfig, upstream: UpstreamTarget) -> None:
+    def _submission_context(self, listener: ListenerConfig, upstream: UpstreamTarget) -> SubmissionContext:
         config = self.config
         if self._smtp_ssl_context is None and config.tls is not None:
             self._smtp_ssl_context = server_ssl_context(config.tls.certificate, config.tls.key)
-        context = SubmissionContext(
+        return SubmissionContext(
             name=listener.name,
             address=listener.address,
             port=listener.port,
@@ -245,7 +246,12 @@ class ProxyService(service.MultiService):
             hostname=self._hostname,
             timeouts=_smtp_timeouts(config),
         )
-        SubmissionListener(context, self.reactor, self.ports, self.submissions).setServiceParent(self)
+
+    def _add_smtp_listener(self, listener: ListenerConfig, upstream: UpstreamTarget) -> None:
+        child = SubmissionListener(self._submission_context(listener, upstream), self.reactor, self.ports,
+                                   self.submissions)
+        child.setServiceParent(self)
+        self.submission_listeners[listener.name] = child
 
     def _classified(self, seconds: float, levels: list[str]) -> None:
         self.metrics.classify_seconds.observe(seconds)
@@ -287,11 +293,17 @@ class ProxyService(service.MultiService):
         if self._smtp_ssl_context is not None and config.tls is not None:
             # The submission listeners' context is shared: new handshakes get the new chain.
             self._smtp_ssl_context.load_cert_chain(str(config.tls.certificate), str(config.tls.key))
+        smtp_upstream = self._smtp_upstream() if config.upstream_smtp is not None else None
         for listener in config.listeners:
             factory = self.factories.get(listener.name)
             if factory is not None:
                 factory.context = self._listener_context(
                     listener, endpoint, self.server_tls if config.tls is not None else None)
+            submission = self.submission_listeners.get(listener.name)
+            if submission is not None and smtp_upstream is not None:
+                # New submissions get the new policy, upstream and timeouts; those in progress
+                # finish with what they started with.
+                submission.context = self._submission_context(listener, smtp_upstream)
         ended = 0
         for protocol in list(self.connections.open):
             if protocol.rejudge(config.trust):

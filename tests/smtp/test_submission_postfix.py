@@ -443,3 +443,28 @@ def test_the_sent_copy_read_through_the_imap_side_shows_the_verdict_stamped_at_s
     shown = parts[0][1]
     assert parse_header(shown).level == "secret"
     assert shown.rstrip(b"\r\n") == stamped.rstrip(b"\r\n")
+
+
+def test_a_reload_gives_new_submissions_the_new_policy(postfix, proxy_factory, mailbox_reader):
+    """SIGHUP: the next message is judged by the reloaded policy (the IMAP side uses it too, so
+    the level stamped at submission and the one shown for the Sent copy stay the same)."""
+    import signal
+
+    from tests.ops.test_operations import rewrite_config, wait_for
+
+    proxy = start_proxy(proxy_factory, postfix)
+    levels = []
+    for _ in range(2):
+        message_id, raw = new_message(subject="Quarterly numbers", to="bob@example.test")
+        client = submit(proxy.ports["submission"], proxy.ca_pem)
+        client.login("alice", "alicepw")
+        client.sendmail("alice@example.test", ["bob@example.test"], raw)
+        client.quit()
+        levels.append(assert_delivered_as_sent(mailbox_reader("bob", message_id), raw))
+        if len(levels) == 1:
+            rewrite_config(proxy, lambda c: c.update(policy={"rules": [
+                {"name": "numbers", "level": "secret",
+                 "match": {"header": {"name": "Subject", "regex": "(?i)quarterly"}}}]}))
+            proxy.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: "reloaded" in proxy.log())
+    assert levels[0] != "secret" and levels[1] == "secret"
