@@ -4,12 +4,17 @@ Transcripts in the style of ``test_transcripts`` (same mailbox: upstream UIDs 1-
 secret). The commands before a SELECT are answered in the upstream's numbers of the mailbox
 being left, with flag updates and EXPUNGEs of its hidden mail among them; those answers must go
 through that mailbox's view, and nothing of them may reach the client raw while the SELECT's own
-answer is held.
+answer is held. The last test does the same against real Dovecot.
 """
 
 from __future__ import annotations
 
-from tests.hiding.test_transcripts import header_fetch, selected  # noqa: F401  # (fixture)
+import re
+
+import pytest
+
+from tests.hiding.test_probes import Mailbox, mailbox  # noqa: F401  # (fixture)
+from tests.hiding.test_transcripts import selected  # noqa: F401  # (fixture)
 from tests.imap.playbook import Playbook
 
 
@@ -105,3 +110,27 @@ def test_a_fetch_before_a_select_is_answered_through_the_view(selected: Playbook
         b">C: f OK Fetch completed.",
         b">S: s SELECT INBOX",
     ])
+
+
+@pytest.mark.integration
+def test_dovecot_flag_updates_and_expunges_of_hidden_mail_before_a_pipelined_select(
+        mailbox: Mailbox) -> None:  # noqa: F811
+    """Another session flags hidden UID 2 with a keyword and expunges hidden UID 4; the hostile
+    client then sends NOOP and SELECT together. Dovecot answers the NOOP with the flag update and
+    the EXPUNGE, in its numbering; the client must hear neither."""
+    hostile = mailbox.hiding.cafe()
+    assert b"* 4 EXISTS" in hostile.command("SELECT INBOX").all
+    trusted = mailbox.hiding.trusted()
+    assert trusted.command("SELECT INBOX").ok
+    assert trusted.command("UID STORE 2 +FLAGS ($Divorce)").ok
+    assert trusted.command("UID STORE 4 +FLAGS (\\Deleted)").ok
+    assert trusted.command("UID EXPUNGE 4").ok
+    trusted.command("LOGOUT")
+    start = len(hostile.received)
+    hostile.send(b"n NOOP\r\ns SELECT INBOX\r\n")
+    assert hostile.finish(b"n").ok
+    select = hostile.finish(b"s")
+    assert select.ok and b"* 4 EXISTS" in select.all
+    heard = bytes(hostile.received[start:])
+    assert not re.search(rb"\* \d+ (FETCH|EXPUNGE)", heard), heard
+    mailbox.check(hostile)
