@@ -593,7 +593,12 @@ class MailboxSession(ProxySession):
         framer = self._server
         body = framer.take_whole_literal()
         if body is not None and framer.take_line(b")\r\n"):
-            self._to_client(rendered + body + b")\r\n")
+            if len(body) <= 4096:
+                self._to_client(rendered + body + b")\r\n")
+            else:  # (a big literal is not copied once more here: the write joins the chunks)
+                self._to_client(rendered)
+                self._to_client(body)
+                self._to_client(b")\r\n")
             return True
         self._to_client(rendered)
         if body is not None:

@@ -132,7 +132,8 @@ _AFTER = st.sampled_from([b")", b")", b")", b" FLAGS (\\Seen))", b" FLAGS ($Labe
 _SEQ = st.sampled_from([b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"0", b"01"])
 _HEAD = st.sampled_from([b"* %s FETCH (", b"* %s FETCH (", b"* %s FETCH (", b"* %s fetch (", b"* %s FETCH  ("])
 _SEP = st.sampled_from([b" ", b" ", b" ", b" ", b"  "])
-_BODY = st.sampled_from([b"From: a\r\nTo: b\r\n\r\n", b"", b"X-Caliproxy-Privacy: forged\r\n\r\n", b"x)\r\n"])
+_BODY = st.sampled_from([b"From: a\r\nTo: b\r\n\r\n", b"", b"X-Caliproxy-Privacy: forged\r\n\r\n", b"x)\r\n",
+                        b"Subject: " + b"y" * 5000 + b"\r\n\r\n"])
 
 
 _USUAL_ITEM = st.one_of(st.integers(1, 99).map(lambda n: b"UID %d" % n),
