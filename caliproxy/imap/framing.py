@@ -181,11 +181,12 @@ class Framer:
         pos, left = self._pos, self._literal_left
         if len(self._buf) - pos < left:
             return None
-        data = self._buf[pos : pos + left]
+        buf = self._buf
+        data = buf[pos : pos + left] if type(buf) is bytes else bytes(memoryview(buf)[pos : pos + left])
         self._pos = self._scan = pos + left
         self._literal_left = 0
         self._in_literal = False
-        return data if type(data) is bytes else bytes(data)
+        return data
 
     def peek_line(self) -> bytes | None:
         """The next line fragment, without consuming it, when it is whole in the buffer and
@@ -228,9 +229,10 @@ class Framer:
         if available == 0 and self._literal_left:
             return None
         take = min(available, self._literal_left)
-        chunk = self._buf[self._pos : self._pos + take]
-        if type(chunk) is not bytes:
-            chunk = bytes(chunk)
+        buf = self._buf
+        # (a bytearray is copied once, through a view; a slice of it would be copied twice)
+        chunk = buf[self._pos : self._pos + take] if type(buf) is bytes else \
+            bytes(memoryview(buf)[self._pos : self._pos + take])
         self._pos += take
         self._scan = self._pos
         self._literal_left -= take
