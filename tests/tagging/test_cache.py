@@ -210,6 +210,21 @@ def test_a_stored_verdict_is_used_only_as_it_was_made(tmp_path, monkeypatch):
     assert VerdictMemory(policy, ClassificationCache(path), UPSTREAM).known(key, [1, 2]) == made
 
 
+def test_the_policys_repr_holds_everything_a_verdict_depends_on():
+    """The fingerprint digests ``repr(policy)``: a field left out of a repr may only be one derived
+    from the others (``init=False``), in the policy and everything it is made of."""
+    import dataclasses
+
+    from caliproxy.privacy import addresses, levels, policy
+
+    classes = [value for module in (policy, addresses, levels) for value in vars(module).values()
+               if isinstance(value, type) and dataclasses.is_dataclass(value)]
+    assert policy.Policy in classes
+    for cls in classes:
+        for spec in dataclasses.fields(cls):
+            assert spec.repr or not spec.init, f"{cls.__name__}.{spec.name}"
+
+
 # -- through the proxy ------------------------------------------------------------------------------
 
 MESSAGES = 60
