@@ -385,6 +385,8 @@ class SideSession:
         credentials = self._credentials
         assert credentials is not None
         reply = yield self._login(credentials)
+        # Logged in or refused, this connection needs them no more (it never logs in again).
+        self._credentials = credentials = None
         if reply.status != b"OK":
             self.login_refused = True
             raise ServerProtocolError("upstream refused the replayed login")
