@@ -210,8 +210,10 @@ class FetchRewriter:
         if self.virtual is None:
             return None
         if item.name == b"RFC822.SIZE" and item.value_start >= 0:
-            size = int(text[item.value_start : item.value_end])
-            return None, b"%d" % (size + self.virtual.extra)
+            value = text[item.value_start : item.value_end]
+            if not value.isdigit():
+                raise ServerProtocolError("RFC822.SIZE is not a number")
+            return None, b"%d" % (int(value) + self.virtual.extra)
         if item.value_start < 0:
             return None
         found = self._section_of(item.name)

@@ -270,3 +270,11 @@ def test_no_data_for_a_message_expunged_elsewhere_passes_as_nil(client_item, ups
     rewriter = FetchRewriter(1, Tagged("secret", render_unclassified("secret"), ()), translated.partials)
     response = f"* 1 FETCH (UID 3 RFC822.SIZE 0 {upstream_name} NIL)\r\n".encode()
     assert _feed(rewriter, response, []) == f"* 1 FETCH (UID 3 RFC822.SIZE 256 {client_name} NIL)\r\n".encode()
+
+
+def test_an_rfc822_size_that_is_not_a_number_ends_the_session():
+    from caliproxy.errors import ServerProtocolError
+
+    rewriter = FetchRewriter(1, Tagged("secret", render_unclassified("secret"), ()), None)
+    with pytest.raises(ServerProtocolError):
+        list(rewriter.fragment(Line(b"* 1 FETCH (UID 7 RFC822.SIZE 12x)\r\n", None)))
