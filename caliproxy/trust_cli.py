@@ -110,7 +110,7 @@ def facts_from_arguments(args: argparse.Namespace, config: Config, now: datetime
             raise UsageError(f"--cert: cannot read {exc.filename}: {exc.strerror}") from None
         except (ValueError, ConfigError) as exc:
             raise UsageError(f"--cert: {exc}") from None
-        except Exception as exc:  # pyOpenSSL's own errors for a malformed certificate
+        except Exception as exc:  # noqa: BLE001  # pyOpenSSL's own errors for a malformed certificate
             raise UsageError(f"--cert: not a usable PEM certificate: {exc}") from None
     if (args.cert or args.fingerprint) and version is None:
         raise UsageError("a client certificate needs a TLS connection: give --tls")

@@ -131,11 +131,11 @@ def _rule(reader: _Reader, value: object, path: str, position: int, levels: Leve
     networks = listed("network")
     for i, network in enumerate(networks):
         where = f"{match_path}.network" if not isinstance(match["network"], list) else f"{match_path}.network[{i}]"
-        reader.build(where, lambda: TrustRule.of("x", level, networks=(network,)))
+        reader.build(where, lambda network=network: TrustRule.of("x", level, networks=(network,)))
     accounts = listed("account")
     for i, account in enumerate(accounts):
         where = f"{match_path}.account" if not isinstance(match["account"], list) else f"{match_path}.account[{i}]"
-        reader.build(where, lambda: TrustRule.of("x", level, accounts=(account,)))
+        reader.build(where, lambda account=account: TrustRule.of("x", level, accounts=(account,)))
     device_ca = flag("device_ca") or False
     tls, listeners = flag("tls"), listed("listener")
     return reader.build(

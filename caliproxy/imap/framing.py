@@ -116,7 +116,7 @@ class Framer:
             self._buf = bytes(data)
             self._pos = self._scan = 0
             return
-        if type(buf) is bytes:
+        if not isinstance(buf, bytearray):
             buf = self._buf = bytearray(memoryview(buf)[pos:])
             self._scan -= pos
             self._pos = 0
@@ -239,7 +239,7 @@ class Framer:
         last = self._literal_left == 0
         if last:
             self._in_literal = False
-        return LiteralChunk(chunk, last)  # type: ignore[arg-type]  # bytes, made so above
+        return LiteralChunk(chunk, last)
 
     def _next_line(self) -> Line | None:
         buf, pos, scan = self._buf, self._pos, self._scan

@@ -51,8 +51,8 @@ from caliproxy.imap.session import ProxySession, SessionSettings, _Assembling, _
 from caliproxy.imap.side_session import COUNT_ITEMS
 from caliproxy.imap.view import MailboxView
 
-_MARKED = re.compile(rb"\\(?:Un)?Marked", re.I)
-_RECENT = re.compile(rb"\* (\d+) RECENT\r\n", re.I)
+_MARKED = re.compile(rb"\\(?:Un)?Marked", re.IGNORECASE)
+_RECENT = re.compile(rb"\* (\d+) RECENT\r\n", re.IGNORECASE)
 _MESSAGE_DATA = re.compile(rb"\* \d+ ")
 # flag-keyword = atom (RFC 3501 §9); anything else in a flag list is not shown, nor searched for
 _KEYWORD = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\\]]+")
@@ -664,7 +664,7 @@ class MailboxSession(ProxySession):
         if type(ev) is LiteralChunk or ev.data == b")\r\n":
             self._to_client(ev.data)
             return
-        assert isinstance(ev, Line)
+        assert isinstance(ev, Line) and self._fast_first is not None
         first, mailbox, client, tagged, partials = self._fast_first
         rewriter = self._rewriter(mailbox, client, tagged, partials)
         rewriter.fragment(first)  # what the client already has (fetch_fast.render)

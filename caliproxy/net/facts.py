@@ -99,7 +99,7 @@ def _connection(transport: Any) -> SSL.Connection | None:
         return None
     try:
         handle = get_handle()
-    except Exception:  # a transport without TLS may not have a handle at all
+    except Exception:  # noqa: BLE001  # a transport without TLS may not have a handle at all
         return None
     return handle if isinstance(handle, SSL.Connection) else None
 

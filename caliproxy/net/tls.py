@@ -53,7 +53,7 @@ def server_options(certificate: Path, key: Path) -> ssl.CertificateOptions:
     try:
         context = options.getContext()
         context.check_privatekey()
-    except Exception as exc:  # pyOpenSSL raises its own Error types
+    except Exception as exc:  # noqa: BLE001  # pyOpenSSL raises its own Error types
         raise ConfigError(f"{key}: does not match the certificate {certificate}: {exc}") from None
     return options
 

@@ -7,6 +7,8 @@ outcome classes. Never a user, mailbox, address or subject.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -97,10 +99,9 @@ class _CacheSize:
         lookups = CounterMetricFamily("caliproxy_cache_lookups", "Classification cache lookups",
                                       labels=["result"])
         if cache is not None:
-            try:
+            # a closed cache during shutdown must not break the scrape
+            with contextlib.suppress(sqlite3.Error):
                 size.add_metric([], cache.count())
-            except Exception:  # a closed cache during shutdown must not break the scrape
-                pass
             lookups.add_metric(["hit"], cache.hits)
             lookups.add_metric(["miss"], cache.misses)
         yield size

@@ -8,8 +8,8 @@ tests rely on that when they point ``sync_mailbox`` at the proxy instead.
 from __future__ import annotations
 
 import base64
-import os
 import imaplib
+import os
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING

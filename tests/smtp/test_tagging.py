@@ -7,7 +7,13 @@ import pytest
 
 from caliproxy.errors import PolicyError
 from caliproxy.policy_config import policy_from_mapping
-from caliproxy.privacy.header import DEFAULT_HEADER, HEADER_LENGTH, HEADER_NAME, parse_header, render_header
+from caliproxy.privacy.header import (
+    DEFAULT_HEADER,
+    HEADER_LENGTH,
+    HEADER_NAME,
+    parse_header,
+    render_header,
+)
 from caliproxy.privacy.verdict import judge
 from caliproxy.smtp.message import header_block
 from caliproxy.smtp.tagging import (

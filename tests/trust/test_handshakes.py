@@ -30,7 +30,7 @@ AUDIT = re.compile(
     r"caliproxy\.audit: clearance level=(?P<level>\S+) listener=(?P<listener>\S+) "
     r"client=(?P<client>\S+) port=(?P<port>\d+) account=(?P<account>\S+) rule=(?P<rule>\S+) "
     r"reasons=(?P<reasons>\[.*\])$",
-    re.M,
+    re.MULTILINE,
 )
 
 

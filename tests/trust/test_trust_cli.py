@@ -99,7 +99,7 @@ def test_networks_listeners_and_the_client_id(capsys: pytest.CaptureFixture[str]
     assert as_json(capsys, config_file, "--ip", "10.9.9.9")["level"] == "public"
     lowered = as_json(capsys, config_file, "--ip", "192.168.9.9", "--id", "name=Roundcube Webmail")
     assert (lowered["level"], lowered["rule"], lowered["rule_level"]) == ("public", "lan", "internal")
-    status, out, _ = run(capsys, "-c", str(config_file), "--ip", "192.168.9.9", "--id", "name=webmail")
+    _status, out, _ = run(capsys, "-c", str(config_file), "--ip", "192.168.9.9", "--id", "name=webmail")
     assert out.splitlines()[0] == "clearance: public (rule lan; internal lowered by the client's ID)"
 
 

@@ -47,12 +47,12 @@ trust:
       match: {name: "*webmail*"}
 devices:
   - name: laptop
-    fingerprint: "%s"
+    fingerprint: "{laptop}"
     expires: 2030-01-31
   - name: old
-    fingerprint: "%s"
+    fingerprint: "{old}"
     revoked: true
-""" % (":".join(["AB"] * 32), "cd" * 32)
+""".replace("{laptop}", ":".join(["AB"] * 32)).replace("{old}", "cd" * 32)
 
 
 def test_sections_absent_give_the_lowest_level_to_everyone() -> None:
