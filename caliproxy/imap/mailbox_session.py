@@ -323,7 +323,8 @@ class MailboxSession(ProxySession):
             if code is not None and code.name == b"EXPUNGEISSUED":
                 # Maybe about a hidden message.
                 self._held_tagged = (response, data)
-                self._start_flow(self._expunge_issued_flow(tag, confined, expunged), None)
+                self._start_flow(self._expunge_issued_flow(tag, confined, expunged,
+                                                           uid=pending.start.uid), pending.start)
                 return True
         verb = pending.start.verb
         if (self._arrivals and self._mailbox is not None and list(self._pending) == [tag]
@@ -750,7 +751,7 @@ class MailboxSession(ProxySession):
         return classify_fetched(self.classifier, mailbox, uidvalidity, (items for _n, items in result.fetches))
 
     def _expunge_issued_flow(self, tag: bytes, confined: list[Token] | None,
-                             expunged: list[bool]) -> Flow:
+                             expunged: list[bool], *, uid: bool) -> Flow:
         """Keep a SEARCH's [EXPUNGEISSUED] only when a visible message is what it is about.
 
         A UID SEARCH ends with the EXPUNGEs it could not read (``expunged``: visible or not);
@@ -765,7 +766,9 @@ class MailboxSession(ProxySession):
             fragments, literals = serialize(confined)
             keys = None if literals else b"".join(fragments)
         if keys is not None:
-            result = yield b"UID SEARCH " + keys
+            # Asked as the client asked: during a SEARCH the upstream may send no EXPUNGE (RFC
+            # 3501 §7.4.1), so one the client cannot hear yet stays the upstream's to send later.
+            result = yield (b"UID SEARCH " if uid else b"SEARCH ") + keys
             if result.status == b"OK" and result.code == b"EXPUNGEISSUED":
                 return
         # (a search whose keys need literals is not asked again: the code is dropped)
@@ -1008,10 +1011,17 @@ class MailboxSession(ProxySession):
             if self._mailbox is not None:
                 owner = self._flow_owner
                 deliver = self._idle_interrupt is not None or (
-                    owner is not None and owner.verb not in _NO_EXPUNGE_DURING and owner.verb != "CLOSE"
+                    owner is not None and owner.verb != "CLOSE"
+                    and (owner.verb not in _NO_EXPUNGE_DURING or owner.uid)  # UID forms may hear one
                 )
                 if not deliver and (owner is None or owner.verb != "CLOSE"):
-                    raise ServerProtocolError("EXPUNGE where the client may not receive one")
+                    # Of a message the client never saw (hidden, or not announced yet) it need
+                    # not hear; of one it saw it would have to, now, where RFC 3501 §7.4.1
+                    # forbids it: end the session rather than let the numbering diverge.
+                    view = self._mailbox.view
+                    if number <= len(view.uids) and view.client_seq(view.uids[number - 1]) is not None:
+                        raise ServerProtocolError("EXPUNGE of a visible message where the client "
+                                                  "may not receive one")
                 self._expunge(self._mailbox, number, deliver=deliver)
             return True
         if event.literal is not None:

@@ -96,6 +96,7 @@ class HidingModel(RuleBasedStateMachine):
         super().__init__()
         self.name = f"m{next(_mailboxes)}"
         self.delivered: list[Delivered] = []
+        self.told = 0  # deliveries made before the clients' latest command (they heard of those)
         self.next_uid = {A: 1, B: 1}
         self.clients: dict[str, WireClient] = {}
         self.secrets: list[Secret] = []
@@ -133,6 +134,7 @@ class HidingModel(RuleBasedStateMachine):
     def both(self, command: Command) -> None:
         uid_search = command[0] == "UID" and command[1] == "SEARCH"
         got = {}
+        self.told = len(self.delivered)
         for side in (A, B):
             reply = self.clients[side].command(render(command, side))
             got[side] = self.normalise(reply, side, uid_search=uid_search)
@@ -207,6 +209,12 @@ class HidingModel(RuleBasedStateMachine):
         if not candidates:
             return
         victim = data.draw(st.sampled_from(candidates))
+        if not victim.secret and victim.key > self.told:
+            # Visible mail expunged before anyone heard of it: the twin's session still announces
+            # it (EXISTS, then EXPUNGE), while the proxy, finding no header left to judge, keeps
+            # it hidden (fail closed), so that the client never hears of it. Both are what a
+            # server may do; the clients hear of the delivery first so that both agree.
+            self.both(["NOOP"])
         victim.expunged = True
         direct = data.draw(st.booleans())
         for side in (A, B):

@@ -363,7 +363,7 @@ def test_expungeissued_of_a_search_is_kept_only_when_about_visible_mail(selected
         b"S: * SEARCH 2",
         b">C: * SEARCH",
         b"S: b OK [EXPUNGEISSUED] Some messages were already expunged.",
-        b">S: cp.5 UID SEARCH CHARSET UTF-8 UID 1,3 BODY lunch",
+        b">S: cp.5 SEARCH CHARSET UTF-8 UID 1,3 BODY lunch",  # as asked: no EXPUNGE during it
         b"S: * SEARCH",
         b"S: cp.5 OK Search completed.",
         b">C: b OK Search completed.",  # it was a hidden one
@@ -402,6 +402,30 @@ def test_expungeissued_of_a_uid_search_follows_the_expunges_it_ends_with(selecte
         b">C: * 1 EXPUNGE",
         b"S: c OK [EXPUNGEISSUED] Some messages were already expunged.",
         b">C: c OK [EXPUNGEISSUED] Some messages were already expunged.",
+    ])
+
+
+def test_expunges_during_the_search_asked_again(selected: Playbook) -> None:
+    """The search asked again over the visible mail is a UID SEARCH only when the client's was:
+    the upstream may then send EXPUNGEs during it, which the client hears when it may (a UID
+    command) and never hears of a hidden message."""
+    selected([
+        b"C: b UID SEARCH SUBJECT lunch",
+        b">S: b UID SEARCH SUBJECT lunch",
+        b"S: * SEARCH",
+        b">C: * SEARCH",
+        b"S: b OK [EXPUNGEISSUED] Some messages were already expunged.",
+        b">S: cp.5 UID SEARCH UID 1,3 SUBJECT lunch",
+        b"S: * 2 EXPUNGE",  # hidden: nothing for the client
+        b"S: * 2 EXPUNGE",  # uid 3, visible: the client's UID SEARCH may hear it
+        b">C: * 2 EXPUNGE",
+        b"S: * SEARCH",
+        b"S: cp.5 OK Search completed.",
+        b">C: b OK Search completed.",
+        b"C: c NOOP",
+        b">S: c NOOP",
+        b"S: c OK NOOP completed.",
+        b">C: c OK NOOP completed.",
     ])
 
 
