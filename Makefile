@@ -22,6 +22,7 @@ unit:
 bench:
 	$(PYTHON) bench/bulk_fetch.py
 
+# Needs the lint extra: pip install -e '.[lint]'
 lint:
-	$(PYTHON) -m ruff check caliproxy tests
+	$(PYTHON) -m ruff check caliproxy tests bench
 	$(PYTHON) -m mypy caliproxy/privacy caliproxy/imap caliproxy/config.py

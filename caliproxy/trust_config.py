@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import TypeVar
 
 from caliproxy.errors import PolicyError
@@ -131,11 +132,11 @@ def _rule(reader: _Reader, value: object, path: str, position: int, levels: Leve
     networks = listed("network")
     for i, network in enumerate(networks):
         where = f"{match_path}.network" if not isinstance(match["network"], list) else f"{match_path}.network[{i}]"
-        reader.build(where, lambda network=network: TrustRule.of("x", level, networks=(network,)))
+        reader.build(where, partial(TrustRule.of, "x", level, networks=(network,)))
     accounts = listed("account")
     for i, account in enumerate(accounts):
         where = f"{match_path}.account" if not isinstance(match["account"], list) else f"{match_path}.account[{i}]"
-        reader.build(where, lambda account=account: TrustRule.of("x", level, accounts=(account,)))
+        reader.build(where, partial(TrustRule.of, "x", level, accounts=(account,)))
     device_ca = flag("device_ca") or False
     tls, listeners = flag("tls"), listed("listener")
     return reader.build(
