@@ -524,10 +524,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 stop_process(target.process)
         if dovecot is not None:
             dovecot.cleanup()
-        if args.keep:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        release_workdir(workdir, keep=args.keep)
 
 
 def start_profiler(pid: int, output: str, rate: int) -> subprocess.Popen[bytes]:
@@ -551,6 +548,14 @@ def stop_profiler(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(5)
+
+
+def release_workdir(workdir: Path, *, keep: bool) -> None:
+    """Remove a benchmark's work directory, or say where it is kept (``--keep``)."""
+    if keep:
+        print(f"kept {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def log(args: argparse.Namespace, text: str) -> None:

@@ -43,7 +43,6 @@ import argparse
 import copy
 import json
 import os
-import shutil
 import ssl
 import statistics
 import sys
@@ -237,15 +236,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             bf.stop_process(proxy)
         if dovecot is not None:
             dovecot.cleanup()
-        if args.keep:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        bf.release_workdir(workdir, keep=args.keep)
 
 
-def log(args: argparse.Namespace, text: str) -> None:
-    if not args.quiet:
-        print(text, file=sys.stderr, flush=True)
+log = bf.log
 
 
 def print_table(report: dict[str, Any]) -> None:

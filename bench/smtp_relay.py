@@ -225,10 +225,7 @@ def main() -> int:
             bf.stop_process(process)
         postfix.cleanup()
         dovecot.cleanup()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
+        bf.release_workdir(work, keep=args.keep)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
