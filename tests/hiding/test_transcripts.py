@@ -26,21 +26,23 @@ BYE_CLOSE = [b"! CloseClient", b"! CloseServer"]
 
 
 class SubjectClassifier:
-    """Secret when the header mentions SECRET; the clearance (internal) sees the rest."""
+    """Secret when the header mentions SECRET; the clearance (internal) sees the rest. ``block``
+    is the header every verdict carries (none: the session adds nothing)."""
 
-    header_length = 0
     header_names = DEFAULT_NAMES
 
-    def __init__(self, *, hides: bool = True) -> None:
+    def __init__(self, *, hides: bool = True, block: bytes = b"") -> None:
         self.cache: dict[int, Tagged] = {}
         self._hides = hides
+        self.block = block
+        self.header_length = len(block)
 
     def known(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, Tagged]:
         return {uid: self.cache[uid] for uid in uids if uid in self.cache}
 
     def classify(self, mailbox: str, uidvalidity: int, headers: Sequence[tuple[int, bytes]]
                  ) -> dict[int, Tagged]:
-        out = {uid: Tagged("secret" if b"SECRET" in header else "internal", b"", ())
+        out = {uid: Tagged("secret" if b"SECRET" in header else "internal", self.block, ())
                for uid, header in headers}
         self.cache.update(out)
         return out
@@ -53,7 +55,7 @@ class SubjectClassifier:
         return self._hides
 
     def unclassifiable(self) -> Tagged:
-        return Tagged("secret", b"", ())
+        return Tagged("secret", self.block, ())
 
 
 def header_fetch(seq: int, uid: int, subject: str, *, uid_first: bool = True,

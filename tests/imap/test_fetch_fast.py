@@ -12,7 +12,6 @@ random pieces.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,41 +25,13 @@ from caliproxy.imap.framing import Framer, Line, LiteralChunk
 from caliproxy.imap.grammar import may_carry_literal
 from caliproxy.imap.mailbox_session import MailboxSession
 from caliproxy.imap.session import SessionSettings, UpstreamSecurity
-from caliproxy.imap.virtual import DEFAULT_NAMES
+from tests.hiding.test_transcripts import SubjectClassifier
 from tests.imap.conftest import DOVECOT_POST, DOVECOT_PRE
 
 BLOCK = b"X-Caliproxy-Privacy: level=internal\r\n"
 UIDS = [3, 5, 6, 9, 10, 12]  # upstream seq 1..6
-SECRET = {5, 10}  # hidden from the hiding session
+SECRET = {5, 10}  # their headers say SECRET: hidden from the hiding session
 EXAMPLES = int(os.environ.get("CALIPROXY_FAST_PATH_EXAMPLES", "300"))  # more for a longer run
-
-
-class _Classifier:
-    """Secret when the message's UID is in SECRET; the same block for every message."""
-
-    header_length = len(BLOCK)
-    header_names = DEFAULT_NAMES
-
-    def __init__(self, hides: bool) -> None:
-        self._hides = hides
-
-    def known(self, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, Tagged]:
-        return {}
-
-    def classify(self, mailbox: str, uidvalidity: int, headers: Sequence[tuple[int, bytes]]
-                 ) -> dict[int, Tagged]:
-        return {uid: Tagged("secret" if b"SECRET" in header else "internal", BLOCK, ())
-                for uid, header in headers}
-
-    def visible(self, level: str) -> bool:
-        return level != "secret" or not self._hides
-
-    @property
-    def hides_anything(self) -> bool:
-        return self._hides
-
-    def unclassifiable(self) -> Tagged:
-        return Tagged("secret", BLOCK, ())
 
 
 def _upstream_answer(command: bytes) -> bytes:
@@ -95,7 +66,7 @@ def _selected(*, hides: bool, tagging: bool, fetch: bytes, fast: bool) -> Mailbo
     session.server_data(b"* OK [CAPABILITY " + DOVECOT_PRE + b"] ready\r\n")
     session.client_data(b"l LOGIN alice secret\r\n")
     session.server_data(b"l OK [CAPABILITY " + DOVECOT_POST + b"] Logged in\r\n")
-    session.set_classifier(_Classifier(hides))
+    session.set_classifier(SubjectClassifier(hides=hides, block=BLOCK))
     session.client_data(b"s SELECT INBOX\r\n")
     actions = session.server_data(
         b"* FLAGS (\\Answered \\Seen $Label1 $Junk)\r\n* OK [PERMANENTFLAGS (\\Seen $Label1 $Junk \\*)] ok\r\n"
