@@ -35,6 +35,12 @@ _BEFORE_SECTION = re.compile(_HEAD + rb"((?:" + _ITEM + rb" )*)BODY\[")
 _MARKER = re.compile(rb" \{[0-9]{1,10}\}\r\n")
 # group 1: number; group 2: the items, without the closing parenthesis
 _WITHOUT_LITERAL = re.compile(_HEAD + rb"((?:" + _ITEM + rb"(?: " + _ITEM + rb")*)?)\)\r\n\Z")
+# Both shapes at once, for a run of responses in a buffer (every part is kept off CR and LF, so
+# a match never runs past its own line end). group 1: number; group 2: the items without a literal
+# (then ")" CRLF); or group 3: the items before the section, each followed by a space; group 4:
+# the section item, "BODY[...]"; group 5: the literal's size.
+RESPONSE = re.compile(_HEAD + rb"(?:((?:" + _ITEM + rb"(?: " + _ITEM + rb")*)?)\)\r\n"
+                      rb"|((?:" + _ITEM + rb" )*)(BODY\[[^\[\]\r\n]*\]) \{([0-9]{1,10})\}\r\n)")
 _SIZE = b"RFC822.SIZE "
 _FLAGS = b"FLAGS ("
 

@@ -214,6 +214,28 @@ class Framer:
         self._after_literal = False
         return True
 
+    def window(self) -> tuple[bytes, int] | None:
+        """The buffer and the position of the next fragment, when it starts a logical line (no
+        literal in progress or just ended); else None.
+
+        For a consumer that frames a run of whole logical lines of a shape it knows itself (the
+        FETCH responses of a header sync) and then moves past them with :meth:`advance`."""
+        if self._in_literal or self._awaiting_grant is not None or self._after_literal:
+            return None
+        buf, pos = self._buf, self._pos
+        if type(buf) is not bytes:
+            buf = self._buf = bytes(memoryview(buf)[pos:])
+            self._scan -= pos
+            self._pos = pos = 0
+        return buf, pos
+
+    def advance(self, position: int) -> None:
+        """Consume up to ``position`` of the buffer :meth:`window` returned. The caller vouches
+        that these bytes are whole logical lines, each fragment at most ``max_line`` long and
+        every literal one its policy allows: what ``next_event`` would have returned for them."""
+        if position > self._pos:
+            self._pos = self._scan = position
+
     def _start_literal(self, size: int) -> None:
         self._after_literal = True
         if size == 0:

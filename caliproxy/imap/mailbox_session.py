@@ -54,6 +54,7 @@ from caliproxy.imap.view import MailboxView
 _MARKED = re.compile(rb"\\(?:Un)?Marked", re.IGNORECASE)
 _RECENT = re.compile(rb"\* (\d+) RECENT\r\n", re.IGNORECASE)
 _MESSAGE_DATA = re.compile(rb"\* \d+ ")
+_DIGITS_AND_SPACE = b"0123456789 "
 # flag-keyword = atom (RFC 3501 §9); anything else in a flag list is not shown, nor searched for
 _KEYWORD = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\\]]+")
 # Untagged data a hiding session passes on (after the rewrites below); anything else ends it.
@@ -588,7 +589,7 @@ class MailboxSession(ProxySession):
         rendered = fetch_fast.render(data, found, client, None if tagged is None else len(tagged.block))
         if not literal:
             self._to_client(rendered)
-            self._fast_plain_lines(mailbox)
+            self._fast_lines(mailbox)
             return True
         # The section literal and ")" as the events would bring them, when they are here already
         framer = self._server
@@ -600,6 +601,7 @@ class MailboxSession(ProxySession):
                 self._to_client(rendered)
                 self._to_client(body)
                 self._to_client(b")\r\n")
+            self._fast_lines(mailbox)
             return True
         self._to_client(rendered)
         if body is not None:
@@ -608,42 +610,72 @@ class MailboxSession(ProxySession):
         self._sink = self._after_fast_literal
         return True
 
-    def _fast_plain_lines(self, mailbox: SelectedMailbox) -> None:
-        """The FETCH responses without a literal that follow one (a FLAGS sync), taken straight
-        from the framer's buffer while they are whole and of the shape: each as the event loop
-        would have handled it (the same steps as _on_common), without making the events."""
+    def _fast_lines(self, mailbox: SelectedMailbox) -> None:
+        """The FETCH responses that follow one which took the fast path, read straight from the
+        framer's buffer while they are whole and of the shape: each as the event loop would have
+        handled it (the same steps as _on_common), without making the events. A header sync is
+        thousands of them back to back; whatever is not of the shape (or not whole yet) stops the
+        loop and goes through the events as usual."""
         framer = self._server
+        window = framer.window()
+        if window is None:
+            return
+        buf, pos = window
+        available = len(buf)
+        max_line = framer.max_line
+        response = fetch_fast.RESPONSE.match
         out: list[bytes] = []
         tagging = self.tagging
+        hides = self._fast_hides
         view = mailbox.view
         uids = view.uids
+        tags = mailbox.tags
+        partials = self._fetch_maps[0][1] if self._fetch_maps else None
         while True:
-            data = framer.peek_line()
-            if data is None:
-                break
-            found = fetch_fast.match(data, False)
+            found = response(buf, pos)
             if found is None:
                 break
-            number = found[0]
-            if number > len(uids):
-                if not framer.take_line(data):
-                    break
-                continue  # not announced yet: nothing reaches the client
-            uid = uids[number - 1]
-            client = number if len(view.visible) == len(uids) else view.client_seq(uid)
+            line_end = found.end()
+            if line_end - pos > max_line:
+                break  # the events raise LineTooLong
+            size = found[5]
+            if size is None:
+                end = line_end
+            else:
+                end = line_end + int(size) + 3
+                if end > available or not buf.startswith(b")\r\n", end - 3):
+                    break  # not whole yet (or more items after the literal)
+            number = int(found[1])
+            client = None
+            uid = 0
+            if number <= len(uids):
+                uid = uids[number - 1]
+                client = number if len(view.visible) == len(uids) else view.client_seq(uid)
             if client is None:
-                if not framer.take_line(data):
-                    break
-                continue  # hidden
-            if self._fast_hides and any(_is_keyword(flag) and flag not in mailbox.keywords
-                                        for flag in fetch_fast.non_system_flags(data, found)):
+                pos = end  # hidden, or not announced yet: nothing reaches the client
+                continue
+            data = buf[pos:line_end]
+            items = 2 if size is None else 3
+            shape = (number, found.start(items) - pos, found.end(items) - pos,
+                     b"" if size is None else found[4])
+            if hides and any(_is_keyword(flag) and flag not in mailbox.keywords
+                             for flag in fetch_fast.non_system_flags(data, shape)):
                 break  # _announce_keywords shows it first
-            tagged = (mailbox.tags.get(uid) or mailbox.tag_of(uid)) if tagging else None
-            if not framer.take_line(data):
-                break
-            out.append(fetch_fast.render(data, found, client, None if tagged is None else len(tagged.block)))
+            tagged = (tags.get(uid) or mailbox.tag_of(uid)) if tagging else None
+            if tagged is not None and size is not None:
+                name = shape[3]
+                passes = self._fast_sections.get(name) if partials is self._fast_partials else None
+                if passes is None:
+                    passes = self._passes_unchanged(name, mailbox, client, tagged, partials)
+                if not passes:
+                    break
+            out.append(fetch_fast.render(data, shape, client, None if tagged is None else len(tagged.block)))
+            if size is not None:
+                out.append(buf[line_end:end])  # the literal and ")" CRLF
+            pos = end
+        framer.advance(pos)
         if out:
-            self._to_client(b"".join(out))
+            self._to_client_all(out)
 
     def _passes_unchanged(self, name: bytes, mailbox: SelectedMailbox, client: int, tagged: Tagged,
                           partials: PartialMap | None) -> bool:
@@ -727,8 +759,9 @@ class MailboxSession(ProxySession):
                 if any(mailbox.view.is_visible(uid) for uid in result.search):
                     mailbox.keywords.append(keyword)
             result = yield b"UID SEARCH UNSEEN"
-            seqs = sorted(filter(None, (mailbox.view.client_seq(uid) for uid in result.search)))
-            unseen = seqs[0] if seqs else None
+            # the first unseen message the client sees: the lowest visible UID (UIDs ascend with
+            # sequence numbers)
+            unseen = next(filter(None, map(mailbox.view.client_seq, sorted(result.search))), None)
             result = yield b"UID SEARCH RECENT"
             mailbox.recent = {uid for uid in result.search if mailbox.view.is_visible(uid)}
             recent = mailbox.told_recent = len(mailbox.recent)
@@ -981,7 +1014,11 @@ class MailboxSession(ProxySession):
         if response.status == b"BYE":
             return False
         if keyword == b"SEARCH":
-            result.search = [int(n) for n in response.text.split() if n.isdigit()]
+            text = response.text
+            # (tens of thousands of numbers after a SEARCH ALL: converted in one step when the
+            # text is nothing but digits and spaces)
+            result.search = (list(map(int, text.split())) if not text.translate(None, _DIGITS_AND_SPACE)
+                             else [int(n) for n in text.split() if n.isdigit()])
             return True
         if keyword == b"STATUS":
             result.status_items = _status_items(response.text)

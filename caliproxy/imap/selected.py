@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from caliproxy.imap.classify import Classifier, Tagged
 from caliproxy.imap.commands import SEARCH_KEY_ARITY
@@ -115,14 +116,19 @@ class SelectedMailbox:
 
     def admit(self, uids: list[int], tags: dict[int, Tagged]) -> list[int]:
         """Append newly known upstream messages; returns those the client may see."""
-        shown = []
-        for uid in uids:
-            tagged = tags.get(uid) or self.classifier.unclassifiable()
-            self.tags[uid] = tagged
-            visible = self.classifier.visible(tagged.level)
-            self.view.append(uid, visible)
-            if visible:
-                shown.append(uid)
+        # (a SELECT admits every message of the mailbox, tens of thousands: in bulk, with the
+        # clearance asked once per level)
+        classifier = self.classifier
+        mine = self.tags
+        # fail closed: a message without a verdict gets the top level
+        mine.update(zip(uids, map(tags.get, uids, repeat(classifier.unclassifiable()))))
+        if classifier.hides_anything:
+            levels = {tagged.level for tagged in map(mine.__getitem__, uids)}
+            shown_levels = {level for level in levels if classifier.visible(level)}
+            shown = [uid for uid in uids if mine[uid].level in shown_levels]
+        else:
+            shown = list(uids)
+        self.view.extend(uids, shown)
         return shown
 
     # -- commands --------------------------------------------------------------------------------

@@ -253,6 +253,14 @@ class ProxySession:
         else:
             self._actions.append(SendClient([data]))
 
+    def _to_client_all(self, chunks: list[bytes]) -> None:
+        """Several pieces at once (the transport joins them in one write)."""
+        last = self._actions[-1] if self._actions else None
+        if isinstance(last, SendClient):
+            last.chunks.extend(chunks)
+        else:
+            self._actions.append(SendClient(chunks))
+
     def _emit_server(self, data: bytes) -> None:
         last = self._actions[-1] if self._actions else None
         if isinstance(last, SendServer):

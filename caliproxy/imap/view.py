@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from itertools import pairwise
 
 from caliproxy.imap.grammar import SeqRange
 
@@ -93,6 +94,18 @@ class MailboxView:
             return len(self.visible)
         self.hidden.add(uid)
         return None
+
+    def extend(self, uids: list[int], visible: list[int]) -> None:
+        """:meth:`append` for many: ``uids`` ascending and above the last UID, ``visible`` the
+        ones the client may see, in the same order."""
+        if any(a >= b for a, b in pairwise(uids)) or (self.uids and uids and uids[0] <= self.uids[-1]):
+            raise ValueError("UIDs not ascending above the last UID")
+        hidden = set(uids).difference(visible)
+        if len(hidden) != len(uids) - len(visible):
+            raise ValueError("visible UIDs not a subset of the new UIDs")
+        self.uids.extend(uids)
+        self.visible.extend(visible)
+        self.hidden.update(hidden)
 
     def expunge_upstream_seq(self, seq: int) -> int | None:
         """Remove upstream message ``seq``; returns the client seq to EXPUNGE, or None if hidden."""
