@@ -36,11 +36,11 @@ _MARKER = re.compile(rb" \{[0-9]{1,10}\}\r\n")
 # group 1: number; group 2: the items, without the closing parenthesis
 _WITHOUT_LITERAL = re.compile(_HEAD + rb"((?:" + _ITEM + rb"(?: " + _ITEM + rb")*)?)\)\r\n\Z")
 # Both shapes at once, for a run of responses in a buffer (every part is kept off CR and LF, so
-# a match never runs past its own line end). group 1: number; group 2: the items without a literal
-# (then ")" CRLF); or group 3: the items before the section, each followed by a space; group 4:
-# the section item, "BODY[...]"; group 5: the literal's size.
-RESPONSE = re.compile(_HEAD + rb"(?:((?:" + _ITEM + rb"(?: " + _ITEM + rb")*)?)\)\r\n"
-                      rb"|((?:" + _ITEM + rb" )*)(BODY\[[^\[\]\r\n]*\]) \{([0-9]{1,10})\}\r\n)")
+# a match never runs past its own line end). group 1: number; group 2: the items, single spaces
+# between them; then either ")" CRLF, or the section item (group 3, "BODY[...]", after a space
+# unless it is the only item) and its literal's size (group 4).
+RESPONSE = re.compile(_HEAD + rb"((?:" + _ITEM + rb"(?: " + _ITEM + rb")*)?)"
+                      rb"(?:\)\r\n|(?:(?<=\()|(?<!\() )(BODY\[[^\[\]\r\n]*\]) \{([0-9]{1,10})\}\r\n)")
 _SIZE = b"RFC822.SIZE "
 _FLAGS = b"FLAGS ("
 
@@ -69,6 +69,19 @@ def match(data: bytes, literal: bool) -> Shape | None:
             or _MARKER.fullmatch(data, close + 1) is None):
         return None
     return int(found.group(1)), start, end, data[end : close + 1]
+
+
+def only_flags(data: bytes, shape: Shape) -> bytes | None:
+    """The flag list of the one FLAGS item of a matched fragment (with its parentheses), or None
+    when there is none or more than one."""
+    _number, start, end, _section = shape
+    at = data.find(_FLAGS, start, end)
+    if at < 0:
+        return None
+    close = data.index(b")", at)
+    if data.find(_FLAGS, close, end) >= 0:
+        return None
+    return data[at + 6 : close + 1]
 
 
 def non_system_flags(data: bytes, shape: Shape) -> list[bytes]:

@@ -53,6 +53,7 @@ from caliproxy.imap.view import MailboxView
 
 _MARKED = re.compile(rb"\\(?:Un)?Marked", re.IGNORECASE)
 _RECENT = re.compile(rb"\* (\d+) RECENT\r\n", re.IGNORECASE)
+_UNSEEN_CODE = re.compile(rb"\* OK \[UNSEEN (\d+)\]", re.IGNORECASE)
 _MESSAGE_DATA = re.compile(rb"\* \d+ ")
 _DIGITS_AND_SPACE = b"0123456789 "
 # flag-keyword = atom (RFC 3501 §9); anything else in a flag list is not shown, nor searched for
@@ -86,6 +87,7 @@ class _Selecting:
     exists: int = 0
     uidvalidity: int = 0
     uids: list[int] | None = None  # known once UID SEARCH ALL answered
+    changed: bool = False  # an EXISTS or EXPUNGE came after the SELECT's own answer
 
 
 @dataclass(slots=True)
@@ -631,6 +633,7 @@ class MailboxSession(ProxySession):
         uids = view.uids
         tags = mailbox.tags
         partials = self._fetch_maps[0][1] if self._fetch_maps else None
+        shown_flags = mailbox.shown_flag_lists
         while True:
             found = response(buf, pos)
             if found is None:
@@ -638,7 +641,7 @@ class MailboxSession(ProxySession):
             line_end = found.end()
             if line_end - pos > max_line:
                 break  # the events raise LineTooLong
-            size = found[5]
+            size = found[4]
             if size is None:
                 end = line_end
             else:
@@ -646,21 +649,22 @@ class MailboxSession(ProxySession):
                 if end > available or not buf.startswith(b")\r\n", end - 3):
                     break  # not whole yet (or more items after the literal)
             number = int(found[1])
-            client = None
-            uid = 0
-            if number <= len(uids):
-                uid = uids[number - 1]
-                client = number if len(view.visible) == len(uids) else view.client_seq(uid)
+            client = view.client_seq_at(number)
             if client is None:
                 pos = end  # hidden, or not announced yet: nothing reaches the client
                 continue
+            uid = uids[number - 1]
             data = buf[pos:line_end]
-            items = 2 if size is None else 3
-            shape = (number, found.start(items) - pos, found.end(items) - pos,
-                     b"" if size is None else found[4])
-            if hides and any(_is_keyword(flag) and flag not in mailbox.keywords
-                             for flag in fetch_fast.non_system_flags(data, shape)):
-                break  # _announce_keywords shows it first
+            shape = (number, found.start(2) - pos, found.end(2) - pos, b"" if size is None else found[3])
+            if hides:
+                # (the few distinct flag lists of a mailbox are checked once each)
+                flags = fetch_fast.only_flags(data, shape)
+                if flags is None or flags not in shown_flags:
+                    if any(_is_keyword(flag) and flag not in mailbox.keywords
+                           for flag in fetch_fast.non_system_flags(data, shape)):
+                        break  # _announce_keywords shows it first
+                    if flags is not None:
+                        shown_flags.add(flags)
             tagged = (tags.get(uid) or mailbox.tag_of(uid)) if tagging else None
             if tagged is not None and size is not None:
                 name = shape[3]
@@ -758,12 +762,25 @@ class MailboxSession(ProxySession):
                 result = yield b"UID SEARCH KEYWORD " + keyword
                 if any(mailbox.view.is_visible(uid) for uid in result.search):
                     mailbox.keywords.append(keyword)
-            result = yield b"UID SEARCH UNSEEN"
-            # the first unseen message the client sees: the lowest visible UID (UIDs ascend with
-            # sequence numbers)
-            unseen = next(filter(None, map(mailbox.view.client_seq, sorted(result.search))), None)
-            result = yield b"UID SEARCH RECENT"
-            mailbox.recent = {uid for uid in result.search if mailbox.view.is_visible(uid)}
+            # The upstream's own [UNSEEN n] and RECENT count still describe the messages of the
+            # UID search when nothing arrived or left since: a visible first unseen message is
+            # the client's too, and no recent message means none visible. Otherwise ask.
+            steady = not selecting.changed and selecting.exists == len(selecting.uids)
+            said_unseen = _said_count(_UNSEEN_CODE, selecting.lines) if steady else None
+            first = (mailbox.view.client_seq(selecting.uids[said_unseen - 1])
+                     if said_unseen is not None and 0 < said_unseen <= len(selecting.uids) else None)
+            if first is not None:
+                unseen = first
+            else:
+                result = yield b"UID SEARCH UNSEEN"
+                # the first unseen message the client sees: the lowest visible UID (UIDs ascend
+                # with sequence numbers)
+                unseen = next(filter(None, map(mailbox.view.client_seq, sorted(result.search))), None)
+            if steady and _said_count(_RECENT, selecting.lines) == 0:
+                mailbox.recent = set()
+            else:
+                result = yield b"UID SEARCH RECENT"
+                mailbox.recent = {uid for uid in result.search if mailbox.view.is_visible(uid)}
             recent = mailbox.told_recent = len(mailbox.recent)
             self.hidden_count += len(mailbox.view.hidden)
         else:
@@ -1036,12 +1053,14 @@ class MailboxSession(ProxySession):
         if number is not None and keyword == b"EXISTS":
             if selecting is not None:
                 selecting.exists = number
+                selecting.changed = True
             elif self._mailbox is not None:
                 self._mailbox.upstream_exists = number
                 self._arrivals = number > len(self._mailbox.view.uids) or self._arrivals
             return True
         if number is not None and keyword == b"EXPUNGE":
             if selecting is not None:
+                selecting.changed = True
                 if selecting.uids is not None and number <= len(selecting.uids):
                     del selecting.uids[number - 1]
                 return True
@@ -1096,6 +1115,15 @@ def _mailbox_name(token: Token) -> str:
 
 def _render_name(token: Token) -> bytes:
     return quote(token) if isinstance(token, bytes) else str(token).encode()
+
+
+def _said_count(pattern: re.Pattern[bytes], lines: list[bytes]) -> int | None:
+    """The number the first of a SELECT's answer lines matching ``pattern`` says, if any."""
+    for line in lines:
+        match = pattern.match(line)
+        if match is not None:
+            return int(match.group(1))
+    return None
 
 
 def _status_items(text: bytes) -> dict[bytes, int]:

@@ -25,6 +25,10 @@ class MailboxView:
         hidden_set = set(hidden)
         self.visible: list[int] = [uid for uid in self.uids if uid not in hidden_set]
         self.hidden: set[int] = hidden_set & set(self.uids)
+        self._client_at: list[int | None] | None = None  # client seq by upstream seq - 1, when made
+
+    def _changed(self) -> None:
+        self._client_at = None
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -44,6 +48,22 @@ class MailboxView:
         if index < len(self.visible) and self.visible[index] == uid:
             return index + 1
         return None
+
+    def client_seq_at(self, seq: int) -> int | None:
+        """The client's sequence number of upstream message ``seq``, or None when hidden or beyond
+        the view. (A table made once per change of the view: a bulk FETCH asks for every message.)"""
+        table = self._client_at
+        if table is None:
+            table = self._client_at = []
+            hidden = self.hidden
+            count = 0
+            for uid in self.uids:
+                if uid in hidden:
+                    table.append(None)
+                else:
+                    count += 1
+                    table.append(count)
+        return table[seq - 1] if 0 < seq <= len(table) else None
 
     def is_visible(self, uid: int) -> bool:
         return self.client_seq(uid) is not None
@@ -88,6 +108,7 @@ class MailboxView:
         """A new upstream message (UIDs only grow); returns its client seq when visible."""
         if self.uids and uid <= self.uids[-1]:
             raise ValueError(f"UID {uid} is not above the last UID {self.uids[-1]}")
+        self._changed()
         self.uids.append(uid)
         if visible:
             self.visible.append(uid)
@@ -103,6 +124,7 @@ class MailboxView:
         hidden = set(uids).difference(visible)
         if len(hidden) != len(uids) - len(visible):
             raise ValueError("visible UIDs not a subset of the new UIDs")
+        self._changed()
         self.uids.extend(uids)
         self.visible.extend(visible)
         self.hidden.update(hidden)
@@ -110,6 +132,7 @@ class MailboxView:
     def expunge_upstream_seq(self, seq: int) -> int | None:
         """Remove upstream message ``seq``; returns the client seq to EXPUNGE, or None if hidden."""
         uid = self.uid_of_upstream_seq(seq)
+        self._changed()
         del self.uids[seq - 1]
         client = self.client_seq(uid)
         if client is None:

@@ -157,11 +157,72 @@ def test_unseen_dropped_when_every_unseen_message_is_hidden() -> None:
         b">S: cp.3 UID SEARCH UNSEEN",
         b"S: * SEARCH 2",
         b"S: cp.3 OK Search completed.",
-        b">S: cp.4 UID SEARCH RECENT",
-        b"S: * SEARCH",
-        b"S: cp.4 OK Search completed.",
+        # (the upstream said 0 RECENT and nothing changed since: no recent message to look for)
         b">C: * 1 EXISTS",
         b">C: * 0 RECENT",
+        b">C: * OK [UIDVALIDITY 7] UIDs valid",
+        b">C: a OK [READ-ONLY] Examine completed.",
+    ])
+
+
+def test_a_visible_first_unseen_and_no_recent_mail_need_no_search() -> None:
+    """The upstream's [UNSEEN 3] is UID 3, visible (the client's 2), and it said 0 RECENT: with
+    nothing arrived or gone since its answer, both stand for the visible messages as they are."""
+    play = session_play()
+    play([
+        b"C: a EXAMINE INBOX",
+        b">S: a EXAMINE INBOX",
+        b"S: * 3 EXISTS",
+        b"S: * 0 RECENT",
+        b"S: * OK [UNSEEN 3] First unseen.",
+        b"S: * OK [UIDVALIDITY 7] UIDs valid",
+        b"S: a OK [READ-ONLY] Examine completed.",
+        b">S: cp.1 UID SEARCH ALL",
+        b"S: * SEARCH 1 2 3",
+        b"S: cp.1 OK Search completed.",
+        b">S: cp.2 UID FETCH 1:3 (BODY.PEEK[HEADER])",
+        header_fetch(1, 1, "hello"),
+        header_fetch(2, 2, "SECRET"),
+        header_fetch(3, 3, "lunch"),
+        b"S: cp.2 OK Fetch completed.",
+        b">C: * 2 EXISTS",
+        b">C: * 0 RECENT",
+        b">C: * OK [UNSEEN 2] First unseen.",
+        b">C: * OK [UIDVALIDITY 7] UIDs valid",
+        b">C: a OK [READ-ONLY] Examine completed.",
+    ])
+
+
+def test_counts_are_searched_when_mail_arrived_after_the_select_answer() -> None:
+    """An EXISTS during the proxy's own commands: the upstream's [UNSEEN n] and RECENT count may
+    no longer describe the messages the view holds, so both are asked for."""
+    play = session_play()
+    play([
+        b"C: a EXAMINE INBOX",
+        b">S: a EXAMINE INBOX",
+        b"S: * 2 EXISTS",
+        b"S: * 0 RECENT",
+        b"S: * OK [UNSEEN 1] First unseen.",
+        b"S: * OK [UIDVALIDITY 7] UIDs valid",
+        b"S: a OK [READ-ONLY] Examine completed.",
+        b">S: cp.1 UID SEARCH ALL",
+        b"S: * 3 EXISTS",
+        b"S: * SEARCH 1 2 3",
+        b"S: cp.1 OK Search completed.",
+        b">S: cp.2 UID FETCH 1:3 (BODY.PEEK[HEADER])",
+        header_fetch(1, 1, "hello"),
+        header_fetch(2, 2, "SECRET"),
+        header_fetch(3, 3, "lunch"),
+        b"S: cp.2 OK Fetch completed.",
+        b">S: cp.3 UID SEARCH UNSEEN",
+        b"S: * SEARCH 2 3",
+        b"S: cp.3 OK Search completed.",
+        b">S: cp.4 UID SEARCH RECENT",
+        b"S: * SEARCH 3",
+        b"S: cp.4 OK Search completed.",
+        b">C: * 2 EXISTS",
+        b">C: * 1 RECENT",
+        b">C: * OK [UNSEEN 2] First unseen.",
         b">C: * OK [UIDVALIDITY 7] UIDs valid",
         b">C: a OK [READ-ONLY] Examine completed.",
     ])
