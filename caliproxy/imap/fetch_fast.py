@@ -107,6 +107,14 @@ def render(data: bytes, shape: Shape, client_seq: int, extra: int | None) -> byt
     head = b"* %d FETCH (" % client_seq
     if extra is not None:
         at = data.find(_SIZE, start, end)
+        if at >= 0 and data.find(b"(", start, at) < 0:
+            # the usual case, one RFC822.SIZE before any list, in one step
+            value = at + 12
+            stop = data.find(b" ", value, end)
+            if stop < 0:
+                stop = end
+            if data.find(_SIZE, stop, end) < 0:
+                return b"%s%s%d%s" % (head, data[start:value], int(data[value:stop]) + extra, data[stop:])
         if at >= 0:
             parts = [head]
             pos = start

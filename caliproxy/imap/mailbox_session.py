@@ -634,6 +634,7 @@ class MailboxSession(ProxySession):
         tags = mailbox.tags
         partials = self._fetch_maps[0][1] if self._fetch_maps else None
         shown_flags = mailbox.shown_flag_lists
+        numbers = view.client_numbers()  # (the view does not change during the loop)
         while True:
             found = response(buf, pos)
             if found is None:
@@ -649,7 +650,7 @@ class MailboxSession(ProxySession):
                 if end > available or not buf.startswith(b")\r\n", end - 3):
                     break  # not whole yet (or more items after the literal)
             number = int(found[1])
-            client = view.client_seq_at(number)
+            client = numbers[number - 1] if number <= len(numbers) else None
             if client is None:
                 pos = end  # hidden, or not announced yet: nothing reaches the client
                 continue

@@ -49,9 +49,10 @@ class MailboxView:
             return index + 1
         return None
 
-    def client_seq_at(self, seq: int) -> int | None:
-        """The client's sequence number of upstream message ``seq``, or None when hidden or beyond
-        the view. (A table made once per change of the view: a bulk FETCH asks for every message.)"""
+    def client_numbers(self) -> list[int | None]:
+        """The client's sequence number of each upstream message in upstream order (None: hidden).
+        A table made once per change of the view (a bulk FETCH asks for every message); the
+        caller must not change it."""
         table = self._client_at
         if table is None:
             table = self._client_at = []
@@ -63,7 +64,7 @@ class MailboxView:
                 else:
                     count += 1
                     table.append(count)
-        return table[seq - 1] if 0 < seq <= len(table) else None
+        return table
 
     def is_visible(self, uid: int) -> bool:
         return self.client_seq(uid) is not None
