@@ -331,10 +331,23 @@ def serve_relay(args: argparse.Namespace) -> int:
             SERVER_NAME, trustRoot=trust,
             extraCertificateOptions={"raiseMinimumTo": tssl.TLSVersion.TLSv1_2})
 
+    def no_delay(transport: Any) -> None:
+        # as caliproxy does: a small last write (a tagged reply) must not wait for an ACK
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+
+    class RelayClient(portforward.ProxyClient):
+        def connectionMade(self) -> None:
+            no_delay(self.transport)
+            super().connectionMade()
+
     class RelayServer(portforward.ProxyServer):
         def connectionMade(self) -> None:
+            no_delay(self.transport)
             self.transport.pauseProducing()  # nothing is read before the upstream is there
             factory = portforward.ProxyClientFactory()
+            factory.protocol = RelayClient
             factory.setServer(self)
             endpoint: Any = endpoints.TCP4ClientEndpoint(reactor, LOOPBACK, args.relay_target)
             if client_options is not None:

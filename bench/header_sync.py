@@ -11,16 +11,20 @@ One run starts everything on loopback and tears it down again:
   sides, the demo's privacy policy, clearance ``secret``: every message shown and tagged), with
   its classification cache in a file.
 
-What a client does when it opens the mailbox, as Thunderbird does (see
-/work/shared/reference/THUNDERBIRD.md), is timed from the SELECT to the last header::
+What a client does when it opens the mailbox, as Thunderbird does, is timed from the SELECT to
+the last header::
 
     select "INBOX"
     UID fetch 1:* (FLAGS)
     UID fetch 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc ... Received)])
 
-against four targets:
+against six targets:
 
 * ``direct``: Dovecot's implicit-TLS port;
+* ``relay``: a plain TCP relay in front of it (``bulk_fetch.py``'s, Twisted on the asyncio
+  reactor): the client's TLS ends at Dovecot; the cost of one more process hop;
+* ``tls-relay``: the same relay terminating TLS on both sides as caliproxy does, without reading
+  the bytes: the floor for any proxy of this kind (Twisted, pyOpenSSL, one process);
 * ``cold``: a caliproxy started on an empty cache file: the SELECT reads and classifies every
   header (``BODY.PEEK[HEADER]`` in batches) before it answers;
 * ``warm-restart``: a caliproxy started on the cache file a cold run filled: the SELECT reads
@@ -30,7 +34,8 @@ against four targets:
 ``cold`` and ``warm-restart`` start a fresh process for every sample (its start-up is not timed).
 Connecting, the TLS handshake and LOGIN are not timed. Per target: median and minimum seconds,
 the share spent in SELECT, the ratio to direct's median, and the CPU seconds of caliproxy and of
-Dovecot during one sync. The bar for caliproxy is ``warm / direct <= 1.5``.
+Dovecot during one sync, and caliproxy's warm ratio to the TLS relay. The bar for caliproxy is
+``warm / direct <= 1.5``.
 
 Needs root (Dovecot drops privileges to its mail user) and Dovecot 2.3. From the project root::
 
@@ -61,7 +66,8 @@ if str(BENCH) not in sys.path:
 
 import bulk_fetch as bf
 
-TARGETS = ("direct", "cold", "warm-restart", "warm")
+TARGETS = ("direct", "relay", "tls-relay", "cold", "warm-restart", "warm")
+RELAYS = ("relay", "tls-relay")
 THUNDERBIRD_FIELDS = ("From To Cc Bcc Subject Date Message-ID Priority X-Priority References Newsgroups "
                       "In-Reply-To Content-Type Reply-To Received")
 _TAG = b"Hs9"
@@ -193,10 +199,19 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                       f"{sample.headers_s:6.3f} s)" + (f"  caliproxy CPU {sample.proxy_cpu:.2f} s"
                                                        if sample.proxy_cpu is not None else ""))
 
+        relay_ports = {name: free_port() for name in RELAYS}
+        for name in RELAYS:
+            running.append(bf.start_relay(workdir, name, certs, dovecot.imaps_port, relay_ports[name],
+                                          tls_toward_client=name == "tls-relay",
+                                          tls_upstream=name == "tls-relay", reactor="asyncio"))
         sync_once(dovecot.imaps_port, context, None, master, args.custom_column)  # Dovecot's index, page cache
+        for name in RELAYS:
+            sync_once(relay_ports[name], context, None, master, args.custom_column)  # the relay's first session
         filled = workdir / "cold-0.db"
         for round_ in range(args.repetitions):
             record("direct", dovecot.imaps_port, None)
+            for name in RELAYS:
+                record(name, relay_ports[name], None)
             process, port = start(workdir / f"cold-{round_}.db")
             record("cold", port, process.pid)
             stop(process)
@@ -238,6 +253,9 @@ def print_table(report: dict[str, Any]) -> None:
         cpu = f"{row['proxy_cpu_s']:>11.2f}" if "proxy_cpu_s" in row else f"{'-':>11}"
         print(f"{name:<13} {row['median_s']:>8.3f} {row['min_s']:>6.3f} {row['select_median_s']:>8.3f} "
               f"{row['headers_median_s']:>9.3f} {row['ratio_to_direct']:>8.2f} {cpu} {row['dovecot_cpu_s']:>13.2f}")
+    targets = report["targets"]
+    print(f"warm / tls-relay {targets['warm']['median_s'] / targets['tls-relay']['median_s']:.2f}; "
+          f"bar warm / direct <= 1.5: {'met' if targets['warm']['ratio_to_direct'] <= 1.5 else 'MISSED'}")
 
 
 def main(argv: list[str] | None = None) -> int:
