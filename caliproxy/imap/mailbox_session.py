@@ -617,7 +617,11 @@ class MailboxSession(ProxySession):
         framer's buffer while they are whole and of the shape: each as the event loop would have
         handled it (the same steps as _on_common), without making the events. A header sync is
         thousands of them back to back; whatever is not of the shape (or not whole yet) stops the
-        loop and goes through the events as usual."""
+        loop and goes through the events as usual.
+
+        What the client gets is cut from the buffer around the two things that change: the
+        sequence number and the value of ``RFC822.SIZE`` (every verdict's header has the same
+        length, so it grows by the same amount for every tagged message)."""
         framer = self._server
         window = framer.window()
         if window is None:
@@ -627,14 +631,14 @@ class MailboxSession(ProxySession):
         max_line = framer.max_line
         response = fetch_fast.RESPONSE.match
         out: list[bytes] = []
-        tagging = self.tagging
         hides = self._fast_hides
-        view = mailbox.view
-        uids = view.uids
-        tags = mailbox.tags
+        extra = mailbox.classifier.header_length if self.tagging else None
         partials = self._fetch_maps[0][1] if self._fetch_maps else None
         shown_flags = mailbox.shown_flag_lists
-        numbers = view.client_numbers()  # (the view does not change during the loop)
+        numbers = mailbox.view.client_numbers()  # (the view does not change during the loop)
+        uids = mailbox.view.uids
+        passing = b""  # the last section name found to pass unchanged
+        size_item = b"RFC822.SIZE "
         while True:
             found = response(buf, pos)
             if found is None:
@@ -654,11 +658,11 @@ class MailboxSession(ProxySession):
             if client is None:
                 pos = end  # hidden, or not announced yet: nothing reaches the client
                 continue
-            uid = uids[number - 1]
-            data = buf[pos:line_end]
-            shape = (number, found.start(2) - pos, found.end(2) - pos, b"" if size is None else found[3])
+            start, stop = found.span(2)
             if hides:
                 # (the few distinct flag lists of a mailbox are checked once each)
+                shape = (number, start - pos, stop - pos, b"")
+                data = buf[pos:line_end]
                 flags = fetch_fast.only_flags(data, shape)
                 if flags is None or flags not in shown_flags:
                     if any(_is_keyword(flag) and flag not in mailbox.keywords
@@ -666,17 +670,31 @@ class MailboxSession(ProxySession):
                         break  # _announce_keywords shows it first
                     if flags is not None:
                         shown_flags.add(flags)
-            tagged = (tags.get(uid) or mailbox.tag_of(uid)) if tagging else None
-            if tagged is not None and size is not None:
-                name = shape[3]
-                passes = self._fast_sections.get(name) if partials is self._fast_partials else None
-                if passes is None:
-                    passes = self._passes_unchanged(name, mailbox, client, tagged, partials)
-                if not passes:
-                    break
-            out.append(fetch_fast.render(data, shape, client, None if tagged is None else len(tagged.block)))
-            if size is not None:
-                out.append(buf[line_end:end])  # the literal and ")" CRLF
+            if extra is not None and size is not None:
+                name = found[3]
+                if name != passing:
+                    tagged = mailbox.tag_of(uids[number - 1])
+                    if not self._passes_unchanged(name, mailbox, client, tagged, partials):
+                        break
+                    passing = name
+            at = buf.find(size_item, start, stop) if extra is not None else -1
+            if at < 0:
+                if client == number:
+                    out.append(buf[pos:end])
+                else:
+                    out += (b"* %d FETCH (" % client, buf[start:end])
+            elif buf.find(b"(", start, at) < 0 and buf.find(size_item, at + 12, stop) < 0:
+                # the usual case: one RFC822.SIZE, before any list
+                value = at + 12
+                value_end = buf.find(b" ", value, stop)
+                if value_end < 0:
+                    value_end = stop
+                out += (buf[pos:value] if client == number else b"* %d FETCH (" % client + buf[start:value],
+                        b"%d" % (int(buf[value:value_end]) + extra), buf[value_end:end])
+            else:
+                data = buf[pos:line_end]
+                out += (fetch_fast.render(data, (number, start - pos, stop - pos, b""), client, extra),
+                        buf[line_end:end])
             pos = end
         framer.advance(pos)
         if out:
