@@ -31,7 +31,10 @@ against six targets:
   the stored features and re-levels them under the policy, no header is fetched;
 * ``warm``: a caliproxy that has already served the mailbox: verdicts come from its memory.
 
-``cold`` and ``warm-restart`` start a fresh process for every sample (its start-up is not timed).
+``cold`` and ``warm-restart`` start a fresh process for every sample (its start-up is not timed),
+in rounds with one ``direct`` sample each; the last ``warm-restart`` process then serves the
+``warm`` samples, taken in turn with ``direct``, ``relay`` and ``tls-relay`` (the order rotating
+every round), so that these four are compared under the same conditions.
 Connecting, the TLS handshake and LOGIN are not timed. Per target: median and minimum seconds,
 the share spent in SELECT, the ratio to direct's median, and the CPU seconds of caliproxy and of
 Dovecot during one sync, and caliproxy's warm ratio to the TLS relay. The bar for caliproxy is
@@ -210,17 +213,21 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         filled = workdir / "cold-0.db"
         for round_ in range(args.repetitions):
             record("direct", dovecot.imaps_port, None)
-            for name in RELAYS:
-                record(name, relay_ports[name], None)
             process, port = start(workdir / f"cold-{round_}.db")
             record("cold", port, process.pid)
             stop(process)
             process, port = start(filled)
             record("warm-restart", port, process.pid)
-            if round_ == args.repetitions - 1:
-                for _ in range(args.repetitions):
-                    record("warm", port, process.pid)
-            stop(process)
+            if round_ < args.repetitions - 1:
+                stop(process)
+        # The last process stays for the warm samples, taken in turn with direct and the relays
+        # (rotating the order), so that the four are compared under the same conditions.
+        steady = [("direct", dovecot.imaps_port, None), *((name, relay_ports[name], None) for name in RELAYS),
+                  ("warm", port, process.pid)]
+        for round_ in range(args.repetitions):
+            for name, target_port, pid in steady[round_ % 4:] + steady[:round_ % 4]:
+                record(name, target_port, pid)
+        stop(process)
         baseline = statistics.median(s.seconds for s in targets["direct"].samples)
         return {
             "workload": "select INBOX; UID fetch 1:* (FLAGS); " + header_command(args.custom_column).decode(),
