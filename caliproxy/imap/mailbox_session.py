@@ -678,7 +678,7 @@ class MailboxSession(ProxySession):
                         break
                     passing = name
             at = buf.find(size_item, start, stop) if extra is not None else -1
-            if at < 0:
+            if at < 0 or extra is None:
                 if client == number:
                     out.append(buf[pos:end])
                 else:
