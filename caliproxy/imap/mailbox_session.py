@@ -7,8 +7,10 @@ clearance (``set_classifier``); until then no client command is processed. From 
 
 * SELECT/EXAMINE: the upstream's answer is held while the proxy learns the mailbox's UIDs
   (``UID SEARCH ALL``), classifies what the cache does not know (``UID FETCH ... BODY.PEEK[HEADER]``,
-  batched, never setting ``\\Seen``) and, when it hides anything, recounts RECENT and ``[UNSEEN]``;
-  then the client gets the answer of a mailbox in which hidden messages do not exist;
+  batched, never setting ``\\Seen``) and, when it hides anything, recounts RECENT and ``[UNSEEN]``
+  (searching only where the upstream's own figures no longer say it: a hidden first unseen
+  message, a RECENT count above 0, mail that arrived or left meanwhile); then the client gets the
+  answer of a mailbox in which hidden messages do not exist;
 * new mail (``EXISTS``) is classified before the client hears of it — during IDLE by ending the
   upstream IDLE, fetching, and idling again, invisibly to the client;
 * commands naming messages are translated through the view (``selected``); FETCH responses are
