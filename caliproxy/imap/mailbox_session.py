@@ -748,6 +748,10 @@ class MailboxSession(ProxySession):
             raise ServerProtocolError("literal in a SELECT answer")
         code = response.code
         if response.number is not None and response.keyword == b"EXISTS":
+            # (a second EXISTS: mail arrived while the upstream answered; its RECENT and
+            # [UNSEEN n] may be of either moment)
+            selecting.changed = selecting.changed or any(
+                line.upper().rstrip().endswith(b" EXISTS") for line in selecting.lines)
             selecting.exists = response.number
         elif code is not None and code.name == b"UIDVALIDITY":
             selecting.uidvalidity = int(code.args or b"0")
@@ -1082,8 +1086,18 @@ class MailboxSession(ProxySession):
         if number is not None and keyword == b"EXPUNGE":
             if selecting is not None:
                 selecting.changed = True
-                if selecting.uids is not None and number <= len(selecting.uids):
-                    del selecting.uids[number - 1]
+                selecting.exists -= 1
+                if selecting.uids is not None:
+                    if number <= len(selecting.uids):
+                        del selecting.uids[number - 1]
+                elif result.search:
+                    # During the UID SEARCH ALL (a UID command: EXPUNGE may come, RFC 3501
+                    # §7.4.1), after its answer: the answer still holds the message. (One
+                    # before the answer is already missing from it.)
+                    ordered = sorted(result.search)
+                    if number <= len(ordered):
+                        del ordered[number - 1]
+                    result.search = ordered
                 return True
             if self._mailbox is not None:
                 owner = self._flow_owner

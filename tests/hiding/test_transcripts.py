@@ -228,6 +228,81 @@ def test_counts_are_searched_when_mail_arrived_after_the_select_answer() -> None
     ])
 
 
+def test_a_second_exists_in_the_select_answer_makes_the_counts_searched() -> None:
+    """Mail arrived while the upstream answered the SELECT: its first RECENT count (0) is of the
+    mailbox before, so the visible recent message is searched for, not taken as none."""
+    play = session_play()
+    play([
+        b"C: a SELECT INBOX",
+        b">S: a SELECT INBOX",
+        b"S: * 1 EXISTS",
+        b"S: * 0 RECENT",
+        b"S: * 2 EXISTS",
+        b"S: * 1 RECENT",
+        b"S: * OK [UIDVALIDITY 7] UIDs valid",
+        b"S: a OK [READ-WRITE] Select completed.",
+        b">S: cp.1 UID SEARCH ALL",
+        b"S: * SEARCH 1 2",
+        b"S: cp.1 OK Search completed.",
+        b">S: cp.2 UID FETCH 1:2 (BODY.PEEK[HEADER])",
+        header_fetch(1, 1, "hello"),
+        header_fetch(2, 2, "lunch"),
+        b"S: cp.2 OK Fetch completed.",
+        b">S: cp.3 UID SEARCH UNSEEN",
+        b"S: * SEARCH 2",
+        b"S: cp.3 OK Search completed.",
+        b">S: cp.4 UID SEARCH RECENT",
+        b"S: * SEARCH 2",
+        b"S: cp.4 OK Search completed.",
+        b">C: * 2 EXISTS",
+        b">C: * 1 RECENT",
+        b">C: * 2 EXISTS",
+        b">C: * 1 RECENT",
+        b">C: * OK [UIDVALIDITY 7] UIDs valid",
+        b">C: a OK [READ-WRITE] Select completed.",
+    ])
+
+
+def test_an_expunge_after_the_answer_of_the_uid_search_all_is_applied_to_it() -> None:
+    """EXPUNGE may come during a UID command (RFC 3501 §7.4.1), so also after the ``* SEARCH``
+    line of the proxy's own UID SEARCH ALL: the answer still names the expunged UID 1, and the
+    upstream's numbers are now one lower. Kept in the list, UID 1 would take upstream number 1,
+    which is the hidden UID 2, and the client's message 1 would be that hidden message."""
+    play = session_play()
+    play([
+        b"C: a EXAMINE INBOX",
+        b">S: a EXAMINE INBOX",
+        b"S: * 3 EXISTS",
+        b"S: * 0 RECENT",
+        b"S: * OK [UIDVALIDITY 7] UIDs valid",
+        b"S: a OK [READ-ONLY] Examine completed.",
+        b">S: cp.1 UID SEARCH ALL",
+        b"S: * SEARCH 1 2 3",
+        b"S: * 1 EXPUNGE",
+        b"S: cp.1 OK Search completed.",
+        b">S: cp.2 UID FETCH 2:3 (BODY.PEEK[HEADER])",
+        header_fetch(1, 2, "SECRET"),
+        header_fetch(2, 3, "lunch"),
+        b"S: cp.2 OK Fetch completed.",
+        b">S: cp.3 UID SEARCH UNSEEN",
+        b"S: * SEARCH",
+        b"S: cp.3 OK Search completed.",
+        b">S: cp.4 UID SEARCH RECENT",
+        b"S: * SEARCH",
+        b"S: cp.4 OK Search completed.",
+        b">C: * 1 EXISTS",
+        b">C: * 0 RECENT",
+        b">C: * OK [UIDVALIDITY 7] UIDs valid",
+        b">C: a OK [READ-ONLY] Examine completed.",
+        b"C: f FETCH 1 (UID FLAGS)",
+        b">S: f FETCH 2 (UID FLAGS)",
+        b"S: * 2 FETCH (UID 3 FLAGS ())",
+        b">C: * 1 FETCH (UID 3 FLAGS ())",
+        b"S: f OK Fetch completed.",
+        b">C: f OK Fetch completed.",
+    ])
+
+
 def test_select_of_a_mailbox_with_only_hidden_mail_looks_empty() -> None:
     play = session_play()
     play([
