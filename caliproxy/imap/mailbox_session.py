@@ -90,6 +90,7 @@ class _Selecting:
     uidvalidity: int = 0
     uids: list[int] | None = None  # known once UID SEARCH ALL answered
     changed: bool = False  # an EXISTS or EXPUNGE came after the SELECT's own answer
+    mailbox: SelectedMailbox | None = None  # its view, once built (the answer is still held)
 
 
 @dataclass(slots=True)
@@ -382,6 +383,8 @@ class MailboxSession(ProxySession):
         if self._idle_client_done:
             self._idle_client_done = False
             self._emit_server(b"DONE\r\n")
+        else:
+            self._maybe_start_arrivals()  # mail that came before this "+": classify it now
         return True  # the client already had its "+ idling"
 
     def _on_idle_done(self) -> bool:
@@ -775,7 +778,7 @@ class MailboxSession(ProxySession):
         mailbox = SelectedMailbox(selecting.name, selecting.uidvalidity, selecting.readonly, classifier)
         mailbox.view = MailboxView()
         mailbox.admit(selecting.uids, tags)
-        mailbox.upstream_exists = max(selecting.exists, len(mailbox.view.uids))
+        selecting.mailbox = mailbox  # EXPUNGEs from now on leave the view
         unseen: int | None = None
         recent: int | None = None
         if mailbox.hides:
@@ -813,6 +816,8 @@ class MailboxSession(ProxySession):
                 match = _RECENT.match(line)
                 if match is not None:
                     mailbox.told_recent = int(match.group(1))
+        # (EXISTS and EXPUNGE during the searches above moved the count)
+        mailbox.upstream_exists = max(selecting.exists, len(mailbox.view.uids))
         self._selecting = None
         self._mailbox = mailbox
         for line in selecting.lines:
@@ -875,7 +880,16 @@ class MailboxSession(ProxySession):
             result = yield b"FETCH %d:%d (UID FLAGS BODY.PEEK[HEADER])" % (first, mailbox.upstream_exists)
             fetched = sorted((number, int(items[b"UID"])) for number, items in result.fetches
                              if b"UID" in items)
-            uids = [uid for _number, uid in fetched if not mailbox.view.uids or uid > mailbox.view.uids[-1]]
+            # Only the run from ``first`` without a gap, each UID above the one before: a
+            # message left out (expunged meanwhile elsewhere) would shift every number after it
+            # onto the wrong UID. What follows a gap is asked for again from the gap on.
+            uids: list[int] = []
+            last = mailbox.view.uids[-1] if mailbox.view.uids else 0
+            for number, uid in fetched:
+                if number != first + len(uids) or uid <= last:
+                    break
+                uids.append(uid)
+                last = uid
             if not uids:
                 break
             tags = self.classifier.known(mailbox.name, mailbox.uidvalidity, uids)
@@ -967,7 +981,7 @@ class MailboxSession(ProxySession):
 
     def _status_flow(self, start: CommandStart, mailbox: SelectedMailbox, items: list[str],
                      name_token: Token) -> Flow:
-        values: dict[str, int] = {"MESSAGES": mailbox.view.exists, "UIDVALIDITY": mailbox.uidvalidity}
+        values: dict[str, int] = {"UIDVALIDITY": mailbox.uidvalidity}
         if "UNSEEN" in items:
             result = yield b"UID SEARCH UNSEEN"
             values["UNSEEN"] = sum(1 for uid in result.search if mailbox.view.is_visible(uid))
@@ -977,6 +991,7 @@ class MailboxSession(ProxySession):
         if "UIDNEXT" in items:
             result = yield b"STATUS " + _render_name(name_token) + b" (UIDNEXT)"
             values["UIDNEXT"] = result.status_items.get(b"UIDNEXT", 0)
+        values["MESSAGES"] = mailbox.view.exists  # (after any EXPUNGE the searches brought)
         rendered = b" ".join(b"%s %d" % (item.encode(), values[item]) for item in COUNT_ITEMS if item in items)
         self._complete_locally(start, b"* STATUS " + _render_name(name_token) + b" (" + rendered + b")\r\n"
                                + start.tag + b" OK Status completed.\r\n")
@@ -1087,6 +1102,11 @@ class MailboxSession(ProxySession):
             if selecting is not None:
                 selecting.changed = True
                 selecting.exists -= 1
+                built = selecting.mailbox
+                if built is not None and number <= len(built.view.uids):
+                    # The client has not heard of the mailbox yet: the message just leaves the
+                    # view, and every later number keeps naming the right UID.
+                    built.view.expunge_upstream_seq(number)
                 if selecting.uids is not None:
                     if number <= len(selecting.uids):
                         del selecting.uids[number - 1]
