@@ -476,6 +476,10 @@ class MailboxSession(ProxySession):
                 # An upstream breaking the rule would make the next piece name other messages.
                 raise ServerProtocolError("EXPUNGE during a FETCH or STORE by sequence number")
             self._expunge(mailbox, number, deliver=True)
+            if len(mailbox.view.uids) < mailbox.upstream_exists and not self._arrivals:
+                # mail left unread behind a gap in an earlier answer (see _arrivals_flow)
+                self._arrivals = True
+                self._maybe_start_arrivals()
             return True
         if keyword == b"FETCH":
             self._fetch_response(mailbox, number, event)

@@ -93,7 +93,8 @@ def test_status_of_the_selected_mailbox_counts_after_an_expunge_during_it() -> N
 
 def test_new_mail_after_a_gap_in_the_upstreams_answer_is_not_admitted() -> None:
     """The upstream left out number 5 (expunged elsewhere meanwhile): UID 6 is not put in its
-    place; nothing is announced, and the client's numbers stay those of UIDs 1 and 3."""
+    place; nothing is announced, and the client's numbers stay those of UIDs 1 and 3. Once the
+    upstream reports that EXPUNGE, UID 6 is upstream number 5 and is read and announced."""
     play = session_play()
     play(SELECT_SCRIPT + [
         b"S: * 6 EXISTS",
@@ -106,4 +107,13 @@ def test_new_mail_after_a_gap_in_the_upstreams_answer_is_not_admitted() -> None:
         b">C: * 2 FETCH (UID 3)",
         b"S: f OK Fetch completed.",
         b">C: f OK Fetch completed.",
+        b"C: n NOOP",
+        b">S: n NOOP",
+        b"S: * 5 EXPUNGE",
+        b"S: n OK NOOP completed.",  # held: the new message is announced first
+        b">S: cp.6 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(5, 6, "hello"),
+        b"S: cp.6 OK Fetch completed.",
+        b">C: * 3 EXISTS",
+        b">C: n OK NOOP completed.",
     ])
