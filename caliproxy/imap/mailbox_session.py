@@ -669,14 +669,18 @@ class MailboxSession(ProxySession):
                 continue
             start, stop = found.span(2)
             if hides:
-                # (the few distinct flag lists of a mailbox are checked once each)
-                shape = (number, start - pos, stop - pos, b"")
-                data = buf[pos:line_end]
-                flags = fetch_fast.only_flags(data, shape)
-                if flags is None or flags not in shown_flags:
+                # (the few distinct flag lists of a mailbox are checked once each: a list here
+                # holds no parenthesis, so the first ")" after "FLAGS (" ends it)
+                at = buf.find(b"FLAGS (", start, stop)
+                close = buf.find(b")", at, stop) if at >= 0 else -1
+                flags = buf[at + 6 : close + 1] if close >= 0 else None
+                if flags is None or flags not in shown_flags or buf.find(b"FLAGS (", close, stop) >= 0:
+                    shape = (number, start - pos, stop - pos, b"")
+                    data = buf[pos:line_end]
                     if any(_is_keyword(flag) and flag not in mailbox.keywords
                            for flag in fetch_fast.non_system_flags(data, shape)):
                         break  # _announce_keywords shows it first
+                    flags = fetch_fast.only_flags(data, shape)
                     if flags is not None:
                         shown_flags.add(flags)
             if extra is not None and size is not None:
@@ -799,21 +803,24 @@ class MailboxSession(ProxySession):
             # the client's too, and no recent message means none visible. Otherwise ask.
             steady = not selecting.changed and selecting.exists == len(selecting.uids)
             said_unseen = _said_count(_UNSEEN_CODE, selecting.lines) if steady else None
-            first = (mailbox.view.client_seq(selecting.uids[said_unseen - 1])
+            # (UIDs, made client numbers at the end: an EXPUNGE during a search moves them)
+            first = (selecting.uids[said_unseen - 1]
                      if said_unseen is not None and 0 < said_unseen <= len(selecting.uids) else None)
-            if first is not None:
-                unseen = first
+            if first is not None and mailbox.view.is_visible(first):
+                unseen_uid: int | None = first
             else:
                 result = yield b"UID SEARCH UNSEEN"
                 # the first unseen message the client sees: the lowest visible UID (UIDs ascend
                 # with sequence numbers)
-                unseen = next(filter(None, map(mailbox.view.client_seq, sorted(result.search))), None)
+                unseen_uid = next(filter(mailbox.view.is_visible, sorted(result.search)), None)
             if steady and _said_count(_RECENT, selecting.lines) == 0:
                 mailbox.recent = set()
             else:
                 result = yield b"UID SEARCH RECENT"
-                mailbox.recent = {uid for uid in result.search if mailbox.view.is_visible(uid)}
+                mailbox.recent = set(result.search)
+            mailbox.recent = set(filter(mailbox.view.is_visible, mailbox.recent))
             recent = mailbox.told_recent = len(mailbox.recent)
+            unseen = None if unseen_uid is None else mailbox.view.client_seq(unseen_uid)
             self.hidden_count += len(mailbox.view.hidden)
         else:
             for line in selecting.lines:
@@ -890,7 +897,9 @@ class MailboxSession(ProxySession):
             uids: list[int] = []
             last = mailbox.view.uids[-1] if mailbox.view.uids else 0
             for number, uid in fetched:
-                if number != first + len(uids) or uid <= last:
+                if number < first + len(uids):
+                    continue  # a flag update of a message already known (or said twice)
+                if number > first + len(uids) or uid <= last:
                     break
                 uids.append(uid)
                 last = uid
@@ -1138,6 +1147,8 @@ class MailboxSession(ProxySession):
                         raise ServerProtocolError("EXPUNGE of a visible message where the client "
                                                   "may not receive one")
                 self._expunge(self._mailbox, number, deliver=deliver)
+                if len(self._mailbox.view.uids) < self._mailbox.upstream_exists:
+                    self._arrivals = True  # mail behind a gap in an earlier answer (after the flow)
             return True
         if event.literal is not None:
             raise ServerProtocolError("unexpected literal during an internal command")

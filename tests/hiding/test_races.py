@@ -117,3 +117,124 @@ def test_new_mail_after_a_gap_in_the_upstreams_answer_is_not_admitted() -> None:
         b">C: * 3 EXISTS",
         b">C: n OK NOOP completed.",
     ])
+
+
+def test_unseen_after_expunge_during_recent_search() -> None:
+    """UID 1 is expunged during the RECENT search, after the first unseen message (UID 3, the
+    client's 2 until then) was found: [UNSEEN] is its number after the EXPUNGE, 1."""
+    play = session_play()
+    play(SELECT_SCRIPT[:23] + [
+        b"S: * SEARCH 2 3 4",
+        b"S: * 1 EXPUNGE",
+        b"S: cp.4 OK Search completed.",
+        b">C: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
+        b">C: * 1 EXISTS",
+        b">C: * 1 RECENT",
+        b">C: * OK [UNSEEN 1] First unseen.",
+        b">C: * OK [UIDVALIDITY 7] UIDs valid",
+        b">C: * OK [UIDNEXT 5] Predicted next UID",
+        b">C: a OK [READ-WRITE] Select completed.",
+    ])
+
+
+def test_unsolicited_fetch_with_uid_during_arrivals_fetch() -> None:
+    """A flag update of known message 1 (with UID) during the arrivals FETCH: new UID 5 still announced."""
+    play = session_play()
+    play(SELECT_SCRIPT + [
+        b"S: * 5 EXISTS",
+        b">S: cp.5 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
+        b"S: * 1 FETCH (UID 1 FLAGS (\\Seen))",
+        header_fetch(5, 5, "hello"),
+        b"S: cp.5 OK Fetch completed.",
+        b">C: * 3 EXISTS",
+    ])
+
+
+def test_gap_filled_by_expunge_during_status_flow() -> None:
+    """The EXPUNGE that closes a gap comes during the proxy's own search of a STATUS: the mail
+    behind it is read once the STATUS is answered."""
+    play = session_play()
+    play(SELECT_SCRIPT + [
+        b"S: * 6 EXISTS",
+        b">S: cp.5 FETCH 5:6 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(6, 6, "hello"),
+        b"S: cp.5 NO [EXPUNGEISSUED] Some messages were expunged.",
+        b"C: s STATUS INBOX (MESSAGES UNSEEN)",
+        b">S: cp.6 UID SEARCH UNSEEN",
+        b"S: * 5 EXPUNGE",
+        b"S: * SEARCH 3 6",
+        b"S: cp.6 OK Search completed.",
+        b">C: * STATUS INBOX (MESSAGES 2 UNSEEN 1)",
+        b">C: s OK Status completed.",
+        b">S: cp.7 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
+    ])
+
+
+def test_gap_filled_by_expunge_during_idle() -> None:
+    """... or while the client idles: the proxy ends the upstream IDLE to read it."""
+    play = session_play()
+    play(SELECT_SCRIPT + [
+        b"S: * 6 EXISTS",
+        b">S: cp.5 FETCH 5:6 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(6, 6, "hello"),
+        b"S: cp.5 NO [EXPUNGEISSUED] Some messages were expunged.",
+        b"C: i IDLE", b">S: i IDLE", b"S: + idling", b">C: + idling",
+        b"S: * 5 EXPUNGE", b">S: DONE",
+        b"C: DONE",
+        b"S: i OK Idle completed.",
+        b">S: cp.6 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(5, 6, "hello"),
+        b"S: cp.6 OK Fetch completed.",
+        b">C: * 3 EXISTS",
+        b">C: i OK Idle completed.",
+    ])
+
+
+def test_resuming_client_done_before_plus() -> None:
+    """The client's DONE comes before the '+' of the resumed IDLE: one DONE upstream, then the
+    mail announced meanwhile is read."""
+    play = session_play()
+    play(SELECT_SCRIPT + [
+        b"C: i IDLE", b">S: i IDLE", b"S: + idling", b">C: + idling",
+        b"S: * 5 EXISTS", b">S: DONE",
+        b"S: i OK Idle completed.",
+        b">S: cp.5 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(5, 5, "SECRET news"),
+        b"S: cp.5 OK Fetch completed.",
+        b">S: i IDLE",
+        b"S: * 6 EXISTS",
+        b"C: DONE",
+        b"S: + idling",
+        b">S: DONE",
+        b"S: i OK Idle completed.",
+        b">C: i OK Idle completed.",
+        b">S: cp.6 FETCH 6:6 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(6, 6, "lunch"),
+        b"S: cp.6 OK Fetch completed.",
+        b">C: * 3 EXISTS",
+    ])
+
+
+def test_plus_then_stop_then_client_done() -> None:
+    """The proxy ends the resumed IDLE for new mail, then the client sends DONE: still one DONE
+    upstream, and the client's IDLE completes after the mail is announced."""
+    play = session_play()
+    play(SELECT_SCRIPT + [
+        b"C: i IDLE", b">S: i IDLE", b"S: + idling", b">C: + idling",
+        b"S: * 5 EXISTS", b">S: DONE",
+        b"S: i OK Idle completed.",
+        b">S: cp.5 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(5, 5, "SECRET news"),
+        b"S: cp.5 OK Fetch completed.",
+        b">S: i IDLE",
+        b"S: * 6 EXISTS",
+        b"S: + idling",
+        b">S: DONE",
+        b"C: DONE",
+        b"S: i OK Idle completed.",
+        b">S: cp.6 FETCH 6:6 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(6, 6, "lunch"),
+        b"S: cp.6 OK Fetch completed.",
+        b">C: * 3 EXISTS",
+        b">C: i OK Idle completed.",
+    ])
