@@ -71,15 +71,15 @@ def match(data: bytes, literal: bool) -> Shape | None:
     return int(found.group(1)), start, end, data[end : close + 1]
 
 
-def only_flags(data: bytes, shape: Shape) -> bytes | None:
-    """The flag list of the one FLAGS item of a matched fragment (with its parentheses), or None
-    when there is none or more than one."""
-    _number, start, end, _section = shape
+def flag_list(data: bytes, start: int, end: int) -> bytes | None:
+    """The flag list, parentheses included, of the one FLAGS item between ``start`` and ``end``
+    (a matched fragment's items), or None when there is none or more than one. (A list of a
+    matched fragment holds no parenthesis: the first ")" ends it.)"""
     at = data.find(_FLAGS, start, end)
     if at < 0:
         return None
-    close = data.index(b")", at)
-    if data.find(_FLAGS, close, end) >= 0:
+    close = data.find(b")", at, end)
+    if close < 0 or data.find(_FLAGS, close, end) >= 0:
         return None
     return data[at + 6 : close + 1]
 
@@ -104,33 +104,39 @@ def render(data: bytes, shape: Shape, client_seq: int, extra: int | None) -> byt
     A section literal is passed on as it is: the caller has checked that the general path
     passes it unchanged."""
     number, start, end, _section = shape
-    head = b"* %d FETCH (" % client_seq
-    if extra is not None:
-        at = data.find(_SIZE, start, end)
-        if at >= 0 and data.find(b"(", start, at) < 0:
-            # the usual case, one RFC822.SIZE before any list, in one step
-            value = at + 12
-            stop = data.find(b" ", value, end)
-            if stop < 0:
-                stop = end
-            if data.find(_SIZE, stop, end) < 0:
-                return b"%s%s%d%s" % (head, data[start:value], int(data[value:stop]) + extra, data[stop:])
-        if at >= 0:
-            parts = [head]
-            pos = start
-            while at >= 0:
-                value = at + 12
-                stop = data.find(b" ", value, end)
-                if stop < 0:
-                    stop = end
-                # outside a flag list (a keyword may be spelled RFC822.SIZE): as many "(" as ")" before
-                if data.find(b"(", start, at) < 0 or data.count(b"(", start, at) == data.count(b")", start, at):
-                    parts += (data[pos:value], b"%d" % (int(data[value:stop]) + extra))
-                    pos = stop
-                at = data.find(_SIZE, stop, end)
-            if pos != start:
-                parts.append(data[pos:])
-                return b"".join(parts)
-    if client_seq == number:
-        return data
-    return head + data[start:]
+    cut = pieces(data, 0, start, end, len(data), number, client_seq, extra)
+    return cut[0] if len(cut) == 1 else b"".join(cut)
+
+
+def pieces(buf: bytes, pos: int, start: int, stop: int, end: int, number: int, client_seq: int,
+           extra: int | None) -> tuple[bytes, ...]:
+    """What :func:`render` makes of the response at ``buf[pos:end]`` (its items at
+    ``buf[start:stop]``; a section literal after them is passed on as it is), as pieces cut from
+    ``buf`` around what changes, for a caller that writes them on without joining."""
+    head = None if client_seq == number else b"* %d FETCH (" % client_seq
+    at = buf.find(_SIZE, start, stop) if extra is not None else -1
+    if at < 0 or extra is None:
+        return (buf[pos:end],) if head is None else (head, buf[start:end])
+    if head is None:
+        head = buf[pos:start]  # (the same bytes: a matched head has one spelling)
+    if buf.find(b"(", start, at) < 0 and buf.find(_SIZE, at + 12, stop) < 0:
+        # the usual case: one RFC822.SIZE, before any list
+        value = at + 12
+        value_end = buf.find(b" ", value, stop)
+        if value_end < 0:
+            value_end = stop
+        return head + buf[start:value], b"%d" % (int(buf[value:value_end]) + extra), buf[value_end:end]
+    parts = [head]
+    last = start
+    while at >= 0:
+        value = at + 12
+        value_end = buf.find(b" ", value, stop)
+        if value_end < 0:
+            value_end = stop
+        # outside a flag list (a keyword may be spelled RFC822.SIZE): as many "(" as ")" before
+        if buf.find(b"(", start, at) < 0 or buf.count(b"(", start, at) == buf.count(b")", start, at):
+            parts += (buf[last:value], b"%d" % (int(buf[value:value_end]) + extra))
+            last = value_end
+        at = buf.find(_SIZE, value_end, stop)
+    parts.append(buf[last:end])
+    return tuple(parts)

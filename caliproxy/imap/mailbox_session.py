@@ -647,7 +647,6 @@ class MailboxSession(ProxySession):
         numbers = mailbox.view.client_numbers()  # (the view does not change during the loop)
         uids = mailbox.view.uids
         passing = b""  # the last section name found to pass unchanged
-        size_item = b"RFC822.SIZE "
         while True:
             found = response(buf, pos)
             if found is None:
@@ -669,18 +668,13 @@ class MailboxSession(ProxySession):
                 continue
             start, stop = found.span(2)
             if hides:
-                # (the few distinct flag lists of a mailbox are checked once each: a list here
-                # holds no parenthesis, so the first ")" after "FLAGS (" ends it)
-                at = buf.find(b"FLAGS (", start, stop)
-                close = buf.find(b")", at, stop) if at >= 0 else -1
-                flags = buf[at + 6 : close + 1] if close >= 0 else None
-                if flags is None or flags not in shown_flags or buf.find(b"FLAGS (", close, stop) >= 0:
+                # (the few distinct flag lists of a mailbox are checked once each)
+                flags = fetch_fast.flag_list(buf, start, stop)
+                if flags is None or flags not in shown_flags:
                     shape = (number, start - pos, stop - pos, b"")
-                    data = buf[pos:line_end]
                     if any(_is_keyword(flag) and flag not in mailbox.keywords
-                           for flag in fetch_fast.non_system_flags(data, shape)):
+                           for flag in fetch_fast.non_system_flags(buf[pos:line_end], shape)):
                         break  # _announce_keywords shows it first
-                    flags = fetch_fast.only_flags(data, shape)
                     if flags is not None:
                         shown_flags.add(flags)
             if extra is not None and size is not None:
@@ -690,24 +684,7 @@ class MailboxSession(ProxySession):
                     if not self._passes_unchanged(name, mailbox, client, tagged, partials):
                         break
                     passing = name
-            at = buf.find(size_item, start, stop) if extra is not None else -1
-            if at < 0 or extra is None:
-                if client == number:
-                    out.append(buf[pos:end])
-                else:
-                    out += (b"* %d FETCH (" % client, buf[start:end])
-            elif buf.find(b"(", start, at) < 0 and buf.find(size_item, at + 12, stop) < 0:
-                # the usual case: one RFC822.SIZE, before any list
-                value = at + 12
-                value_end = buf.find(b" ", value, stop)
-                if value_end < 0:
-                    value_end = stop
-                out += (buf[pos:value] if client == number else b"* %d FETCH (" % client + buf[start:value],
-                        b"%d" % (int(buf[value:value_end]) + extra), buf[value_end:end])
-            else:
-                data = buf[pos:line_end]
-                out += (fetch_fast.render(data, (number, start - pos, stop - pos, b""), client, extra),
-                        buf[line_end:end])
+            out += fetch_fast.pieces(buf, pos, start, stop, end, number, client, extra)
             pos = end
         framer.advance(pos)
         if out:

@@ -105,7 +105,7 @@ class SelectedMailbox:
     # hidden messages' included; the latest of each is kept to show its visible part.
     keywords: list[bytes] = field(default_factory=list)
     flag_lines: dict[bytes, bytes] = field(default_factory=dict)
-    # Flag lists (as ``fetch_fast.only_flags`` gives them) found to carry no keyword the client
+    # Flag lists (as ``fetch_fast.flag_list`` gives them) found to carry no keyword the client
     # was not shown: ``keywords`` only grows, so they stay so.
     shown_flag_lists: set[bytes] = field(default_factory=set)
 

@@ -46,6 +46,7 @@ from caliproxy.imap.session import SessionSettings
 from caliproxy.imap.side_session import Counted, SideAction, SideSession
 from caliproxy.net import tls
 from caliproxy.net.facts import TLSFacts, tls_facts
+from caliproxy.net.tcp import no_delay
 from caliproxy.privacy.trust import Clearance, ConnectionFacts, TrustPolicy, clearance
 
 log = logging.getLogger("caliproxy.imap")
@@ -98,7 +99,7 @@ class UpstreamProtocol(Protocol):
         self._lost = False
 
     def connectionMade(self) -> None:
-        _no_delay(self.transport)
+        no_delay(self.transport)
         self.client.upstream_connected(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -157,7 +158,7 @@ class SideProtocol(UpstreamProtocol):
         self.link = link
 
     def connectionMade(self) -> None:
-        _no_delay(self.transport)
+        no_delay(self.transport)
         self.link.upstream_connected(self)
 
     def _deliver(self, data: bytes) -> None:
@@ -295,7 +296,7 @@ class ClientProtocol(Protocol):
     # -- connection lifecycle ---------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        _no_delay(self.transport)
+        no_delay(self.transport)
         peer = self.transport.getPeer()
         self.client_address = str(getattr(peer, "host", "?"))  # the real client's, behind PROXY
         self.peer = f"{self.client_address}:{getattr(peer, 'port', '?')}"
@@ -551,15 +552,6 @@ class _PauseOnly:
 
     def stopProducing(self) -> None:
         pass
-
-
-def _no_delay(transport: Any) -> None:
-    """Switch Nagle's algorithm off: a command, a tagged reply or the last piece of a response is
-    a small write the peer waits for, which Nagle would hold back until the previous write is
-    acknowledged (up to 40 ms of delayed ACK on every command)."""
-    set_no_delay = getattr(transport, "setTcpNoDelay", None)
-    if set_no_delay is not None:
-        set_no_delay(True)
 
 
 def _close(transport: Any) -> None:

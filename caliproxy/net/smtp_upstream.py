@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from caliproxy.errors import ServerProtocolError
 from caliproxy.net.imap_proxy import describe_failure
+from caliproxy.net.tcp import no_delay
 from caliproxy.smtp.commands import Credentials, auth_login_steps, auth_plain_command
 from caliproxy.smtp.extensions import Extensions
 from caliproxy.smtp.message import dot_stuff
@@ -121,11 +122,7 @@ class _UpstreamProtocol(Protocol):
         self._write: Any = None
 
     def connectionMade(self) -> None:
-        # Commands are small writes that wait for their reply: Nagle's algorithm would hold one
-        # back until the previous write is acknowledged (up to 40 ms of delayed ACK).
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
+        no_delay(self.transport)  # commands are small writes that wait for their reply
         self._write = self._writer()
 
     def _writer(self) -> Any:
