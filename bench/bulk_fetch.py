@@ -289,7 +289,7 @@ def install_reactor(kind: str) -> Any:
         from twisted.internet import asyncioreactor
 
         if kind == "uvloop":
-            import uvloop  # optional: pip install uvloop
+            import uvloop  # a dependency of caliproxy
 
             asyncioreactor.install(uvloop.new_event_loop())
         else:
@@ -607,8 +607,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="clearance of caliproxy-untrusted (internal: sees about 80%% of the "
                              "bulk mail; public: 40%%)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--relay-reactor", choices=("asyncio", "epoll", "uvloop"), default="asyncio",
-                        help="reactor of the relay processes (asyncio, like caliproxy)")
+    parser.add_argument("--relay-reactor", choices=("asyncio", "epoll", "uvloop"), default="uvloop",
+                        help="reactor of the relay processes (uvloop under Twisted's asyncio "
+                             "reactor, like caliproxy)")
     parser.add_argument("--proxy-log-level", default="warning", help="caliproxy logging.level (warning)")
     parser.add_argument("--proxy-config-extra", metavar="YAML",
                         help="YAML mapping merged into caliproxy's configuration (e.g. a policy)")

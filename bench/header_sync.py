@@ -206,7 +206,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         for name in RELAYS:
             running.append(bf.start_relay(workdir, name, certs, dovecot.imaps_port, relay_ports[name],
                                           tls_toward_client=name == "tls-relay",
-                                          tls_upstream=name == "tls-relay", reactor="asyncio"))
+                                          tls_upstream=name == "tls-relay", reactor="uvloop"))
         sync_once(dovecot.imaps_port, context, None, master, args.custom_column)  # Dovecot's index, page cache
         for name in RELAYS:
             sync_once(relay_ports[name], context, None, master, args.custom_column)  # the relay's first session

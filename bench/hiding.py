@@ -153,7 +153,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         for name in RELAYS:
             relays.append(bf.start_relay(run_dir, name, certs, dovecot.imaps_port, relay_ports[name],
                                          tls_toward_client=name == "tls-relay",
-                                         tls_upstream=name == "tls-relay", reactor="asyncio"))
+                                         tls_upstream=name == "tls-relay", reactor="uvloop"))
         port_of = {"direct": dovecot.imaps_port, **relay_ports, **ports}
 
         # warm-up: Dovecot's index and the page cache, then caliproxy's verdicts for both listeners

@@ -185,7 +185,7 @@ def main() -> int:
                 ports[name] = free_port()
                 processes[name] = middle[name] = bf.start_relay(
                     work, name, certs, postfix.smtps_port, ports[name], tls_toward_client=tls,
-                    tls_upstream=tls, reactor="asyncio")
+                    tls_upstream=tls, reactor="uvloop")
         context = ssl.create_default_context(cafile=str(certs.ca_cert))
         large = large_message(args.size)
         for target in targets:  # warm up: TLS sessions, Postfix's processes, caliproxy's imports

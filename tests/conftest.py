@@ -1,4 +1,16 @@
-"""Shared pytest configuration: fixture factories live in tests/fixtures/ and are loaded here."""
+"""Shared pytest configuration: fixture factories live in tests/fixtures/ and are loaded here.
+
+The reactor is installed here, before pytest-twisted's ``--reactor=asyncio`` would install one on
+asyncio's own loop, so that the in-process proxies of the tests run on the event loop ``caliproxy
+run`` takes by default (uvloop when installed). ``CALIPROXY_EVENT_LOOP=asyncio`` runs the suite on
+asyncio's loop instead.
+"""
+
+import os
+
+from caliproxy.cli import install_reactor
+
+install_reactor(os.environ.get("CALIPROXY_EVENT_LOOP", "auto"))
 
 pytest_plugins = [
     "tests.fixtures.upstreams",

@@ -209,3 +209,22 @@ def test_reload_keeps_idle_and_bulk_sessions_alive(running, dovecot):
     idler.send(b"DONE\r\n")
     assert idler.readline().startswith(tag + b" OK")
     assert idler.noop()[0] == "OK"
+
+
+@pytest.mark.parametrize("event_loop, expected", [(None, "uvloop"), ("asyncio", "asyncio")])
+def test_either_event_loop_serves_reloads_and_stops(dovecot, proxy_factory, event_loop, expected):
+    """uvloop is the default loop; asyncio's own stays a working choice. Both carry a tagged
+    session, a SIGHUP reload and a SIGTERM shutdown (Python's signal handlers run on both)."""
+    dovecot.deliver("alice", b"Subject: hello\r\n\r\nvisible body\r\n")
+    proxy = proxy_factory(dovecot, event_loop=event_loop)
+    assert f"event loop: {expected}" in proxy.log()
+    client = login(proxy)
+    client.select("INBOX")
+    _, data = client.fetch("1", "(BODY.PEEK[HEADER])")
+    assert data[0][1].startswith(b"X-Caliproxy-Privacy: ")
+    proxy.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload" in proxy.log().lower())
+    assert client.noop()[0] == "OK"
+    proxy.process.send_signal(signal.SIGTERM)
+    assert client.readline() == b"* BYE caliproxy is shutting down\r\n"
+    assert proxy.process.wait(15) == 0
