@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from caliproxy.imap.classify import Tagged
 from caliproxy.imap.grammar import Token
 
 
@@ -80,7 +81,7 @@ class CountMessages:
     """Count ``mailbox`` as this session may see it, on the proxy's own upstream connection.
 
     The session waits (its STATUS is in progress) until the IO shell feeds the
-    :class:`CountAnswer` back (``MailboxSession.counted``); see ``side_session``."""
+    :class:`CountAnswer` back (``MailboxSession.answered``); see ``side_session``."""
 
     mailbox: str  # the name as the classification cache keys it (INBOX normalised)
     name: Token  # the name as the client wrote it, sent upstream as it is
@@ -99,7 +100,39 @@ class CountAnswer:
     refusal: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class ClassifyMessages:
+    """Read and judge the headers of ``uids`` of ``mailbox`` on the proxy's own upstream connection.
+
+    Asked by a SELECT for the messages the cache does not know, so that the client's connection
+    carries only the client's commands; the session waits (the SELECT's answer is held) until the
+    IO shell feeds the :class:`ClassifyAnswer` back (``MailboxSession.answered``)."""
+
+    mailbox: str  # the name as the classification cache keys it (INBOX normalised)
+    name: Token  # the name as the client wrote it, sent upstream as it is
+    uidvalidity: int  # what the session's SELECT said: the side connection must see the same
+    uids: tuple[int, ...]
+
+    def __repr__(self) -> str:
+        return f"ClassifyMessages({len(self.uids)} messages)"  # (no mailbox names in logs)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyAnswer:
+    """The verdicts for a :class:`ClassifyMessages`, by UID, or None when the query failed.
+
+    A message missing from ``tags`` was not judged (expunged meanwhile, or its header unreadable);
+    None means nothing was (no connection, a refused login, another UIDVALIDITY): the session
+    then reads the headers on its own connection."""
+
+    tags: dict[int, Tagged] | None
+
+
+#: What the session asks of the proxy's own upstream connection, and the answers it gets back.
+SideQuery = CountMessages | ClassifyMessages
+SideAnswer = CountAnswer | ClassifyAnswer
+
 Action = (
     SendClient | SendServer | StartClientTLS | StartServerTLS | CloseClient | CloseServer
-    | Authenticated | CommandDone | CountMessages
+    | Authenticated | CommandDone | CountMessages | ClassifyMessages
 )

@@ -6,8 +6,10 @@ capabilities and STARTTLS). After login the IO shell gives the session a
 clearance (``set_classifier``); until then no client command is processed. From then on:
 
 * SELECT/EXAMINE: the upstream's answer is held while the proxy learns the mailbox's UIDs
-  (``UID SEARCH ALL``), classifies what the cache does not know (``UID FETCH ... BODY.PEEK[HEADER]``,
-  batched, never setting ``\\Seen``) and, when it hides anything, recounts RECENT and ``[UNSEEN]``
+  (``UID SEARCH ALL``), has what the cache does not know classified on the proxy's own upstream
+  connection (:class:`ClassifyMessages`, see ``side_session``; what that leaves unjudged is read
+  here, ``UID FETCH ... BODY.PEEK[HEADER]``, batched, never setting ``\\Seen``) and, when it
+  hides anything, recounts RECENT and ``[UNSEEN]``
   (searching only where the upstream's own figures no longer say it: a hidden first unseen
   message, a RECENT count above 0, mail that arrived or left meanwhile); then the client gets the
   answer of a mailbox in which hidden messages do not exist;
@@ -33,7 +35,15 @@ from dataclasses import dataclass, field
 
 from caliproxy.errors import ServerProtocolError
 from caliproxy.imap import fetch_fast
-from caliproxy.imap.actions import Action, CommandDone, CountAnswer, CountMessages
+from caliproxy.imap.actions import (
+    Action,
+    ClassifyAnswer,
+    ClassifyMessages,
+    CommandDone,
+    CountAnswer,
+    CountMessages,
+    SideAnswer,
+)
 from caliproxy.imap.classify import Classifier, Tagged, classify_fetched, header_fetches
 from caliproxy.imap.fetch_items import FetchCollector, FetchScan, scan_fragment
 from caliproxy.imap.fetch_rewrite import FetchRewriter, PartialMap
@@ -76,6 +86,7 @@ class _OpResult:
     search: list[int] = field(default_factory=list)
     fetches: list[tuple[int, dict[bytes, bytes]]] = field(default_factory=list)
     status_items: dict[bytes, int] = field(default_factory=dict)
+    tags: dict[int, Tagged] | None = None  # the answer to a ClassifyMessages (None: no verdicts)
 
 
 @dataclass(slots=True)
@@ -85,6 +96,7 @@ class _Selecting:
     tag: bytes
     name: str
     readonly: bool
+    token: Token  # the mailbox name as the client wrote it
     lines: list[bytes] = field(default_factory=list)
     exists: int = 0
     uidvalidity: int = 0
@@ -140,7 +152,9 @@ class _Chunked:
                                       b",".join(p[2] for p in found))
 
 
-Flow = Generator[bytes, _OpResult, None]
+# (a ClassifyMessages goes to the proxy's own upstream connection; its answer comes back as the
+# result's ``tags``)
+Flow = Generator[bytes | ClassifyMessages, _OpResult, None]
 # A flow that waits for the proxy's own upstream connection (STATUS of another mailbox)
 _CountFlow = Generator[CountMessages, CountAnswer, None]
 
@@ -157,7 +171,7 @@ class MailboxSession(ProxySession):
         self._mailbox: SelectedMailbox | None = None
         self._selecting: _Selecting | None = None
         self._flow: Flow | _CountFlow | None = None
-        self._counting = False  # the flow waits for a CountAnswer (see counted)
+        self._asking_side = False  # the flow waits for the side connection (see answered)
         self._flow_tag: bytes | None = None
         self._flow_owner: CommandStart | None = None  # the client command a flow works for
         self._flow_result = _OpResult()
@@ -191,8 +205,9 @@ class MailboxSession(ProxySession):
     def set_classifier(self, classifier: Classifier | None) -> list[Action]:
         """The account's classifier and frozen clearance; None: nothing to tag or hide."""
         self.classifier = classifier
-        if classifier is None or not classifier.hides_anything:
-            self.credentials = None  # only a session that hides counts on a connection of its own
+        if classifier is None:
+            # Nothing to judge nor count: the proxy needs no connection of its own.
+            self.credentials = None
         self._awaiting_classifier = False
         self._run(self._pump_client)
         return self._take()
@@ -230,7 +245,7 @@ class MailboxSession(ProxySession):
                 self._deferred = (start, args, current)
                 return True
             self._mailbox = None
-            self._selecting = _Selecting(start.tag, _mailbox_name(args[0]), verb == "EXAMINE")
+            self._selecting = _Selecting(start.tag, _mailbox_name(args[0]), verb == "EXAMINE", args[0])
             return False  # forwarded as is; its answer is held (see _select_untagged)
         if verb in ("CLOSE", "STATUS", "DELETE") and self.classifier.hides_anything:
             if self._pending:
@@ -757,7 +772,20 @@ class MailboxSession(ProxySession):
             uids = sorted(result.search)
         selecting.uids = uids  # EXPUNGEs from now on shrink this list
         tags = classifier.known(selecting.name, selecting.uidvalidity, uids)
-        for command in header_fetches([uid for uid in uids if uid not in tags]):
+        unknown = [uid for uid in uids if uid not in tags]
+        if unknown and self.credentials is not None:
+            # Read and judged on the proxy's own connection (side_session): this one carries
+            # the client's commands only.
+            result = yield ClassifyMessages(selecting.name, selecting.token, selecting.uidvalidity,
+                                            tuple(unknown))
+            if result.tags is not None:
+                tags.update(result.tags)
+                # (of the messages still there: an EXPUNGE meanwhile left selecting.uids)
+                unknown = [uid for uid in selecting.uids if uid not in tags]
+        # Here when the proxy cannot have a connection of its own (no login it can replay, or the
+        # upstream refused one), and for messages whose header it did not return: read on this
+        # one. (A message still without a verdict gets the top level: fail closed.)
+        for command in header_fetches(unknown):
             result = yield command
             tags.update(self._classify(selecting.name, selecting.uidvalidity, result))
         mailbox = SelectedMailbox(selecting.name, selecting.uidvalidity, selecting.readonly, classifier)
@@ -960,12 +988,14 @@ class MailboxSession(ProxySession):
         self._complete_locally(start, b"* STATUS " + name + b" (" + rendered + b")\r\n"
                                + start.tag + b" OK Status completed.\r\n")
 
-    def counted(self, answer: CountAnswer) -> list[Action]:
-        """The answer to the :class:`CountMessages` this session emitted; what to do next."""
-        if not self._counting or self._flow is None or self.closed:
+    def answered(self, answer: SideAnswer) -> list[Action]:
+        """The answer to the :class:`CountMessages` or :class:`ClassifyMessages` this session
+        emitted; what to do next."""
+        if not self._asking_side or self._flow is None or self.closed:
             return []  # (the session ended meanwhile)
-        self._counting = False
-        self._run(lambda: self._flow_send(answer))
+        self._asking_side = False
+        value = _OpResult(tags=answer.tags) if isinstance(answer, ClassifyAnswer) else answer
+        self._run(lambda: self._flow_send(value))
         self._run(self._pump_client)
         return self._take()
 
@@ -1023,10 +1053,10 @@ class MailboxSession(ProxySession):
             self._flow_owner = None
             self._after_flow()
             return
-        if isinstance(command, CountMessages):
-            # Asked on the proxy's own connection: the IO shell answers through counted().
+        if isinstance(command, (CountMessages, ClassifyMessages)):
+            # Asked on the proxy's own connection: the IO shell answers through answered().
             self._flow_tag = None
-            self._counting = True
+            self._asking_side = True
             self._actions.append(command)
             return
         self._flow_tag = self._next_internal_tag()

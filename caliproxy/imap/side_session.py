@@ -1,15 +1,18 @@
-"""The proxy's own upstream connection for one client session: message counts of other mailboxes.
+"""The proxy's own upstream connection for one client session: headers to judge, and message counts.
 
 Sans-IO, like :class:`~caliproxy.imap.session.ProxySession`: upstream bytes and connection events
 go in (``server_data``, ``server_lost``, ``ask``, ``close``), a list of actions comes out. Never
 imports Twisted, asyncio, OpenSSL, YAML or Prometheus.
 
-Why a connection of its own: ``STATUS`` of a mailbox other than the selected one must count only
-the messages the client may see, which means learning that mailbox's UIDs and judging their
-headers. Doing that on the client's own upstream connection would deselect its mailbox, and with
-it the client's ``\\Recent`` messages, its pending EXPUNGEs and its IDLE. This connection logs in
-with the client's own credentials (:mod:`credentials`) and only ever *examines* (read-only: no
-``\\Seen`` set, no ``\\Recent`` taken, nothing expunged).
+Why a connection of its own: the client's upstream connection should carry the client's
+commands, not thousands of the proxy's header fetches. A SELECT has the headers of the messages
+the cache does not know read and judged here (:class:`ClassifyMessages`). ``STATUS`` of a mailbox
+other than the selected one must count only the messages the client may see, which means
+learning that mailbox's UIDs and judging their headers: on the client's own connection that
+would deselect its mailbox, and with it the client's ``\\Recent`` messages, its pending EXPUNGEs
+and its IDLE (:class:`CountMessages`). This connection logs in with the client's own credentials
+(:mod:`credentials`) and only ever *examines* (read-only: no ``\\Seen`` set, no ``\\Recent``
+taken, nothing expunged).
 
 What it owns:
 
@@ -17,15 +20,22 @@ What it owns:
   BYE refused), STARTTLS when the upstream listener needs it (bytes after the upstream's OK are
   discarded), a fresh CAPABILITY, then the login replayed as the client logged in (LOGIN, or
   AUTHENTICATE PLAIN with or without an initial response, or AUTHENTICATE LOGIN);
-* one query at a time, answered with a :class:`CountAnswer`:
+* one query at a time, each answered with an :class:`Answered`;
+* a classification: ``EXAMINE m`` (its UIDVALIDITY must be the one the client's SELECT saw),
+  ``UID FETCH … (BODY.PEEK[HEADER])`` of the asked UIDs in batches, judged through the session's
+  classifier (the verdicts go to the cache as on any connection), then ``UNSELECT``. UIDs are the
+  same on every connection of one UIDVALIDITY, so a verdict read here is the verdict of the
+  client's message of that UID; a message expunged meanwhile simply is not judged;
+* a count:
   ``EXAMINE m``, ``UID SEARCH ALL``, the unknown headers read and judged through the session's
   classifier (the same cache and verdicts as a SELECT), ``UID SEARCH UNSEEN`` and
   ``UID SEARCH RECENT`` counted over the visible messages only, then ``UNSELECT`` (or ``CLOSE``,
   which expunges nothing in a read-only mailbox);
 * failing closed: a refused login, a BYE, a line it cannot parse, a tagged answer to no command,
   an unexpected continuation, a missing UIDVALIDITY/UIDNEXT or a refused internal command ends
-  the connection and answers the query (and any queued one) with no counts. The upstream's own
-  counts are never passed on.
+  the connection and answers the query (and any queued one) with no counts and no verdicts
+  (the session then reads the headers on its own connection, and a STATUS says NO). The
+  upstream's own counts are never passed on.
 
 RECENT: RFC 3501 §2.3.2 says a session with the mailbox selected read-only sees ``\\Recent``
 without taking it, so subsequent sessions also see it; a message is recent until some session
@@ -48,10 +58,14 @@ from dataclasses import dataclass, field
 
 from caliproxy.errors import ProtocolError, ServerProtocolError
 from caliproxy.imap.actions import (
+    ClassifyAnswer,
+    ClassifyMessages,
     CloseServer,
     CountAnswer,
     CountMessages,
     SendServer,
+    SideAnswer,
+    SideQuery,
     StartServerTLS,
 )
 from caliproxy.imap.classify import Classifier, classify_fetched, header_fetches
@@ -74,16 +88,19 @@ COUNT_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 
 
 @dataclass(frozen=True, slots=True)
-class Counted:
-    """The side connection's answer to the query it was asked."""
+class Answered:
+    """The side connection's answer to a query it was asked."""
 
-    query: CountMessages
-    answer: CountAnswer
+    query: SideQuery
+    answer: SideAnswer
 
 
-SideAction = SendServer | StartServerTLS | CloseServer | Counted
+SideAction = SendServer | StartServerTLS | CloseServer | Answered
 
-_FAILED = CountAnswer(None)
+
+def failed_answer(query: SideQuery) -> SideAnswer:
+    """The answer to ``query`` when it could not be asked or answered: nothing counted or judged."""
+    return CountAnswer(None) if isinstance(query, CountMessages) else ClassifyAnswer(None)
 
 
 @dataclass(slots=True)
@@ -129,8 +146,8 @@ class SideSession:
         self._ready = False
         self._closed = False
         self.login_refused = False  # the upstream said NO to the replayed login: do not retry
-        self._queries: deque[CountMessages] = deque()
-        self._current: CountMessages | None = None
+        self._queries: deque[SideQuery] = deque()
+        self._current: SideQuery | None = None
         self._script: _Script | None = None
         self._command: _Command | None = None
         self._tag = b""
@@ -141,10 +158,10 @@ class SideSession:
 
     # -- inputs ----------------------------------------------------------------------------------
 
-    def ask(self, query: CountMessages) -> list[SideAction]:
+    def ask(self, query: SideQuery) -> list[SideAction]:
         """Queue a query; it runs once the login and the queries before it are done."""
         if self._closed:
-            self._actions.append(Counted(query, _FAILED))
+            self._actions.append(Answered(query, failed_answer(query)))
         else:
             self._queries.append(query)
             try:
@@ -212,7 +229,7 @@ class SideSession:
         if close:
             self._actions.append(CloseServer())
         for query in failed:
-            self._actions.append(Counted(query, _FAILED))
+            self._actions.append(Answered(query, failed_answer(query)))
 
     def _has(self, cap: bytes) -> bool:
         return any(c.upper() == cap for c in self._caps)
@@ -257,8 +274,8 @@ class SideSession:
     def _next_query(self) -> None:
         if self._closed or not self._ready or self._script is not None or not self._queries:
             return
-        self._current = self._queries.popleft()
-        self._script = self._count(self._current)
+        query = self._current = self._queries.popleft()
+        self._script = self._count(query) if isinstance(query, CountMessages) else self._classify(query)
         self._run(None)
 
     # -- reading the upstream ----------------------------------------------------------------------
@@ -451,12 +468,33 @@ class SideSession:
         if visible and "RECENT" in query.items and examine.recent != 0:
             reply = yield self._expect_ok(b"UID SEARCH RECENT")
             values["RECENT"] = len(visible.intersection(reply.search))
-        yield self._expect_ok(b"UNSELECT" if self._has(b"UNSELECT") else b"CLOSE")
+        yield self._unselect()
         self._answer(query, CountAnswer({item: values[item] for item in query.items}))
+
+    def _classify(self, query: ClassifyMessages) -> _Script:
+        classifier = self._classifier
+        examine = yield self._new_command(b"EXAMINE", [query.name])
+        if examine.status != b"OK" or examine.uidvalidity != query.uidvalidity:
+            # Gone, or rebuilt since the client's SELECT: these UIDs may name other messages
+            # here. The session reads the headers on its own connection.
+            if examine.status == b"OK":
+                yield self._unselect()
+            self._answer(query, ClassifyAnswer(None))
+            return
+        tags = {}
+        for command in header_fetches(query.uids):
+            reply = yield self._expect_ok(command)
+            tags.update(classify_fetched(classifier, query.mailbox, query.uidvalidity, reply.fetches))
+        yield self._unselect()
+        self._answer(query, ClassifyAnswer(tags))
+
+    def _unselect(self) -> _Command:
+        # (CLOSE expunges nothing in a mailbox selected read-only)
+        return self._expect_ok(b"UNSELECT" if self._has(b"UNSELECT") else b"CLOSE")
 
     def _expect_ok(self, verb: bytes) -> _Command:
         return self._new_command(verb, must_succeed=True)
 
-    def _answer(self, query: CountMessages, answer: CountAnswer) -> None:
+    def _answer(self, query: SideQuery, answer: SideAnswer) -> None:
         self._current = None
-        self._actions.append(Counted(query, answer))
+        self._actions.append(Answered(query, answer))

@@ -5,11 +5,13 @@ connects the upstream, runs TLS on both sides, enforces the timeouts, keeps back
 client pauses the upstream read and vice versa) and turns a failure into a closed connection for
 that session alone.
 
-A session that hides mail counts the messages of mailboxes other than its selected one on an
-upstream connection of the proxy's own (:class:`SideLink`, driving ``imap.side_session``): same
-endpoint, same TLS options and certificate checks, opened at the first such STATUS, reused for
-the later ones and closed with the client session. Its failures and timeouts become a NO to the
-client's STATUS, never the upstream's own counts.
+A session that tags or hides mail has the headers a SELECT needs judged, and (hiding) the
+messages of mailboxes other than its selected one counted, on an upstream connection of the
+proxy's own (:class:`SideLink`, driving ``imap.side_session``): same endpoint, same TLS options
+and certificate checks, opened at the first such query, reused for the later ones, and closed
+after a minute without one (upstreams limit connections per user and address) or with the
+client session. Its failures and timeouts become a NO to the client's STATUS, never the
+upstream's own counts, and a SELECT then reads the headers on the client's own connection.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from zope.interface import implementer
 from caliproxy.imap.actions import (
     Action,
     Authenticated,
+    ClassifyMessages,
     CloseClient,
     CloseServer,
     CommandDone,
-    CountAnswer,
     CountMessages,
     SendClient,
     SendServer,
+    SideAnswer,
+    SideQuery,
     StartClientTLS,
     StartServerTLS,
 )
@@ -43,7 +47,7 @@ from caliproxy.imap.classify import Classifier
 from caliproxy.imap.credentials import Credentials
 from caliproxy.imap.mailbox_session import MailboxSession
 from caliproxy.imap.session import SessionSettings
-from caliproxy.imap.side_session import Counted, SideAction, SideSession
+from caliproxy.imap.side_session import Answered, SideAction, SideSession, failed_answer
 from caliproxy.net import tls
 from caliproxy.net.facts import TLSFacts, tls_facts
 from caliproxy.net.tcp import no_delay
@@ -51,10 +55,14 @@ from caliproxy.privacy.trust import Clearance, ConnectionFacts, TrustPolicy, cle
 
 log = logging.getLogger("caliproxy.imap")
 
-# How long the proxy's own upstream connection may stay silent while a count is in progress
+# How long the proxy's own upstream connection may stay silent while a query is in progress
 # (connecting has the upstream's connect_timeout). Every line it reads restarts the clock, so a
 # big mailbox whose headers are still being read and judged does not run out of time.
 SIDE_SILENCE_TIMEOUT = 60.0
+# How long it stays open without a query: long enough for a client opening folder after folder,
+# short enough not to hold one of the connections the upstream allows a user (Dovecot: 10 per
+# user and address) for the whole of a client's session.
+SIDE_IDLE_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -185,7 +193,7 @@ class SideLink:
         self._connecting: defer.Deferred[Any] | None = client.connect_upstream(SideProtocol(self))
         self._connecting.addErrback(self._connect_failed)
 
-    def ask(self, query: CountMessages) -> None:
+    def ask(self, query: SideQuery) -> None:
         self.apply(self.engine.ask(query))
         if self.upstream is not None:
             self._arm()  # (while connecting, the endpoint's own timeout runs)
@@ -219,7 +227,7 @@ class SideLink:
         self.upstream = None
         self._cancel_timer()
         if not self.engine.closed:
-            log.info("counting connection for %s closed: %s", self.client.peer, reason)
+            log.info("side connection for %s closed: %s", self.client.peer, reason)
         self.apply(self.engine.server_lost(reason))
         self.client.side_gone(self)
 
@@ -229,11 +237,18 @@ class SideLink:
         self._cancel_timer()
         if self.engine.busy:
             self._timer = self.client.reactor.callLater(SIDE_SILENCE_TIMEOUT, self._timed_out)
+        elif not self.engine.closed:
+            self._timer = self.client.reactor.callLater(SIDE_IDLE_TIMEOUT, self._idle)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+
+    def _idle(self) -> None:
+        self._timer = None
+        self.client.side_gone(self)  # (the next query opens a new one)
+        self.close()
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -262,10 +277,9 @@ class SideLink:
                 if self.upstream is not None:
                     # (no producer is registered on this one: nothing to unlink before closing)
                     self.upstream.transport.loseConnection()
-            elif isinstance(action, Counted):
-                if not self.engine.busy:
-                    self._cancel_timer()
-                self.client.counted(action.answer)
+            elif isinstance(action, Answered):
+                self._arm()
+                self.client.answered(action.answer)
 
 
 @implementer(IHandshakeListener)
@@ -368,27 +382,27 @@ class ClientProtocol(Protocol):
         if not was_closed:
             self.on_event("connection_closed", self)
 
-    # -- the proxy's own connection, for message counts ------------------------------------------------
+    # -- the proxy's own connection, for verdicts and message counts -----------------------------------
 
-    def _count(self, query: CountMessages) -> None:
-        """Carry a count to the side connection, opening it at the first one."""
+    def _ask_side(self, query: SideQuery) -> None:
+        """Carry a query to the side connection, opening it if there is none."""
         if self._closed:
             return
         credentials, classifier = self.session.credentials, self.session.classifier
         if self._side_refused or credentials is None or classifier is None:
-            self.counted(CountAnswer(None))
+            self.answered(failed_answer(query))
             return
         if self.side is None:
             self.side = SideLink(self, credentials, classifier)
         self.side.ask(query)
 
-    def counted(self, answer: CountAnswer) -> None:
+    def answered(self, answer: SideAnswer) -> None:
         if not self._closed:
-            self.apply(self.session.counted(answer))
+            self.apply(self.session.answered(answer))
 
     def side_gone(self, link: SideLink) -> None:
         if self.side is link:
-            self.side = None  # the next count opens a new one
+            self.side = None  # the next query opens a new one
         if link.engine.login_refused:
             # The credentials no longer work (changed password?): asking again would only
             # provoke the upstream's failed-login penalties.
@@ -503,9 +517,9 @@ class ClientProtocol(Protocol):
                 if self.upstream is not None:
                     self.upstream.tls_active = True
                     self.upstream.transport.startTLS(self.context.upstream.tls_options)
-            elif isinstance(action, CountMessages):
+            elif isinstance(action, (CountMessages, ClassifyMessages)):
                 # (answered from the reactor: never inside this loop, ahead of actions after it)
-                self.reactor.callLater(0, self._count, action)
+                self.reactor.callLater(0, self._ask_side, action)
             elif isinstance(action, CloseClient):
                 if not self._closed:
                     self._closed = True

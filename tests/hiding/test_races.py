@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tests.hiding.test_transcripts import SELECT_SCRIPT, header_fetch, session_play
 
-UNTIL_UNSEEN = SELECT_SCRIPT[:20]  # up to the proxy's "cp.3 UID SEARCH UNSEEN"
+UNTIL_UNSEEN = SELECT_SCRIPT[:22]  # up to the proxy's "cp.3 UID SEARCH UNSEEN"
 SELECT_ANSWER = SELECT_SCRIPT[-7:]  # what the client gets for its SELECT
 assert UNTIL_UNSEEN[-1] == b">S: cp.3 UID SEARCH UNSEEN"
 
@@ -123,7 +123,7 @@ def test_unseen_after_expunge_during_recent_search() -> None:
     """UID 1 is expunged during the RECENT search, after the first unseen message (UID 3, the
     client's 2 until then) was found: [UNSEEN] is its number after the EXPUNGE, 1."""
     play = session_play()
-    play(SELECT_SCRIPT[:23] + [
+    play(SELECT_SCRIPT[:25] + [
         b"S: * SEARCH 2 3 4",
         b"S: * 1 EXPUNGE",
         b"S: cp.4 OK Search completed.",

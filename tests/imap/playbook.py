@@ -8,8 +8,11 @@ A script is a list of byte lines. The first characters say who speaks:
 ``>S: text``  the proxy must send the upstream ``text`` + CRLF (``>S| raw`` for exact bytes)
 ``! Name [arg]`` the proxy must emit that control action (``StartClientTLS``, ``CloseClient``,
               ``CloseServer``, ``StartServerTLS``, ``Authenticated bob``,
-              ``CountMessages Archive MESSAGES UNSEEN``)
-``~ event``   a connection event: ``server_lost``, ``client_lost``, ``autologout``, ``shutdown``
+              ``CountMessages Archive MESSAGES UNSEEN``, ``ClassifyMessages INBOX 1:4``)
+``~ event``   a connection event: ``server_lost``, ``client_lost``, ``autologout``, ``shutdown``;
+              or the answer of the proxy's own connection to the last query asked of it:
+              ``side_failed`` (nothing counted or judged), ``side_judged 1=Subject 3=Subject``
+              (the session's classifier judges a header ``Subject: ...`` of each UID)
 
 After every input, everything the session emitted must be accounted for by the expectations that
 follow it (up to the next input): the bytes to each side are compared exactly, the control actions
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from caliproxy.imap.actions import (
     Action,
     Authenticated,
+    ClassifyAnswer,
+    ClassifyMessages,
     CloseClient,
     CloseServer,
     CommandDone,
@@ -33,6 +38,8 @@ from caliproxy.imap.actions import (
     StartServerTLS,
 )
 from caliproxy.imap.session import ProxySession
+from caliproxy.imap.side_session import failed_answer
+from caliproxy.imap.view import format_sequence_set
 
 
 def control_name(action: Action) -> str | None:
@@ -41,6 +48,8 @@ def control_name(action: Action) -> str | None:
         return f"Authenticated {action.account}"
     if isinstance(action, CountMessages):
         return " ".join(["CountMessages", action.mailbox, *action.items])
+    if isinstance(action, ClassifyMessages):
+        return f"ClassifyMessages {action.mailbox} {format_sequence_set(list(action.uids)).decode()}"
     if isinstance(action, (StartClientTLS, StartServerTLS, CloseClient, CloseServer)):
         return type(action).__name__
     return None
@@ -89,6 +98,7 @@ class Playbook:
         self.session = session
         self.actions: list[Action] = []
         self.done: list[CommandDone] = []
+        self.side_query: CountMessages | ClassifyMessages | None = None  # the last one asked
 
     def feed(self, line: bytes) -> list[Action]:
         """Apply one input line and return the raw actions (for tests that inspect them)."""
@@ -107,12 +117,31 @@ class Playbook:
                 actions = s.autologout()
             elif event == "shutdown":
                 actions = s.shutdown(arg or "shutting down")
+            elif event in ("side_failed", "side_judged"):
+                actions = self._side_answer(event, arg)
             else:
                 raise AssertionError(f"unknown event {event!r}")
         else:
             raise AssertionError(f"not an input line: {line!r}")
         self.actions.extend(actions)
+        for action in actions:
+            if isinstance(action, (CountMessages, ClassifyMessages)):
+                self.side_query = action
         return actions
+
+    def _side_answer(self, event: str, arg: str) -> list[Action]:
+        query, self.side_query = self.side_query, None
+        assert query is not None, "no query was asked of the side connection"
+        if event == "side_failed":
+            return self.session.answered(failed_answer(query))  # type: ignore[attr-defined]
+        assert isinstance(query, ClassifyMessages)
+        headers = []
+        for item in arg.split():
+            uid, _, subject = item.partition("=")
+            headers.append((int(uid), f"Subject: {subject}\r\n\r\n".encode()))
+        classifier = self.session.classifier  # type: ignore[attr-defined]
+        tags = classifier.classify(query.mailbox, query.uidvalidity, headers)
+        return self.session.answered(ClassifyAnswer(tags))  # type: ignore[attr-defined]
 
     def __call__(self, script: list[bytes]) -> Playbook:
         index = 0

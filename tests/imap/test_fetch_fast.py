@@ -67,6 +67,9 @@ def _selected(*, hides: bool, tagging: bool, fetch: bytes, fast: bool) -> Mailbo
     session.client_data(b"l LOGIN alice secret\r\n")
     session.server_data(b"l OK [CAPABILITY " + DOVECOT_POST + b"] Logged in\r\n")
     session.set_classifier(SubjectClassifier(hides=hides, block=BLOCK))
+    # (as after a login the proxy cannot replay: the headers are read on this connection, where
+    # _upstream_answer answers them)
+    session.credentials = None
     session.client_data(b"s SELECT INBOX\r\n")
     actions = session.server_data(
         b"* FLAGS (\\Answered \\Seen $Label1 $Junk)\r\n* OK [PERMANENTFLAGS (\\Seen $Label1 $Junk \\*)] ok\r\n"

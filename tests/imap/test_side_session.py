@@ -3,9 +3,10 @@ upstream, the counts it answers, and every way it fails closed.
 
 The stand-in classifier calls a message secret when its header says ``SECRET``; the session's
 clearance is below secret. Script lines: ``S:``/``S|`` the upstream sends, ``>S:``/``>S|`` the
-engine must send, ``? NAME ITEMS...`` a query is asked, ``~ lost``/``~ close`` connection events,
-``! Name`` a control action, ``= ITEM n ...`` the answer's counts, ``= NO text`` a failed answer
-(``= NO`` alone: failed with no words of the upstream).
+engine must send, ``? NAME ITEMS...`` a count is asked, ``?? NAME UIDVALIDITY UID,UID...`` headers
+to judge, ``~ lost``/``~ close`` connection events, ``! Name`` a control action, ``= ITEM n ...``
+the answer's counts, ``= UID=level ...`` its verdicts, ``= NO text`` a failed answer (``= NO``
+alone: failed with no words of the upstream).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import base64
 import pytest
 
 from caliproxy.imap.actions import (
+    ClassifyAnswer,
+    ClassifyMessages,
     CloseServer,
     CountAnswer,
     CountMessages,
@@ -25,7 +28,7 @@ from caliproxy.imap.credentials import Credentials, Replay
 from caliproxy.imap.grammar import Atom
 from caliproxy.imap.mailbox_session import MailboxSession
 from caliproxy.imap.session import UpstreamSecurity
-from caliproxy.imap.side_session import Counted, SideAction, SideSession
+from caliproxy.imap.side_session import Answered, SideAction, SideSession
 from tests.hiding.test_transcripts import SubjectClassifier, header_fetch, selected, session_play
 from tests.imap.conftest import DOVECOT_POST, DOVECOT_PRE, PlaybookFactory
 from tests.imap.playbook import Playbook, summarize
@@ -43,7 +46,7 @@ class SidePlay:
 
     def __init__(self, session: SideSession) -> None:
         self.session = session
-        self.answers: list[Counted] = []
+        self.answers: list[Answered] = []
 
     def _input(self, line: bytes) -> list[SideAction]:
         s = self.session
@@ -51,6 +54,10 @@ class SidePlay:
             return s.server_data(line[3:] + b"\r\n")
         if line.startswith(b"S|"):
             return s.server_data(line[3:])
+        if line.startswith(b"?? "):
+            name, uidvalidity, uids = line[3:].decode().split()
+            return s.ask(ClassifyMessages("INBOX" if name.upper() == "INBOX" else name, Atom(name),
+                                          int(uidvalidity), tuple(map(int, uids.split(",")))))
         if line.startswith(b"? "):
             name, *items = line[2:].decode().split()
             return s.ask(CountMessages("INBOX" if name.upper() == "INBOX" else name, Atom(name),
@@ -83,13 +90,9 @@ class SidePlay:
             for action in actions:
                 if isinstance(action, SendServer):
                     got_server += b"".join(action.chunks)
-                elif isinstance(action, Counted):
+                elif isinstance(action, Answered):
                     self.answers.append(action)
-                    values = action.answer.values
-                    got_answers.append(
-                        b"NO" + (b" " + action.answer.refusal if action.answer.refusal else b"")
-                        if values is None else
-                        b" ".join(b"%s %d" % (k.encode(), v) for k, v in values.items()))
+                    got_answers.append(_rendered(action.answer))
                 else:
                     assert isinstance(action, (StartServerTLS, CloseServer))
                     got_controls.append(type(action).__name__)
@@ -98,6 +101,16 @@ class SidePlay:
             assert got_controls == want_controls, context
             assert got_answers == want_answers, context
         return self
+
+
+def _rendered(answer: CountAnswer | ClassifyAnswer) -> bytes:
+    if isinstance(answer, ClassifyAnswer):
+        if answer.tags is None:
+            return b"NO"
+        return b" ".join(b"%d=%s" % (uid, tagged.level.encode()) for uid, tagged in sorted(answer.tags.items()))
+    if answer.values is None:
+        return b"NO" + (b" " + answer.refusal if answer.refusal else b"")
+    return b" ".join(b"%s %d" % (k.encode(), v) for k, v in answer.values.items())
 
 
 def side(credentials: Credentials = LOGIN, *, security: UpstreamSecurity = UpstreamSecurity.TLS,
@@ -169,6 +182,69 @@ def test_login_replay_and_counts_of_the_visible_messages() -> None:
         b">S: s11 UNSELECT",
         b"S: s11 OK Unselect completed.",
         b"= MESSAGES 2",
+    ])
+
+
+def test_headers_of_the_selected_mailbox_judged_by_uid_and_cached() -> None:
+    classifier = SubjectClassifier()
+    play = side(classifier=classifier)
+    play([
+        b"?? INBOX 7 2,4,5",
+        GREETING,
+        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        LOGGED_IN,
+        b">S: s2 EXAMINE INBOX",
+        b"S: * 6 EXISTS",
+        b"S: * OK [UIDVALIDITY 7] UIDs valid",
+        b"S: * OK [UIDNEXT 9] Predicted next UID",
+        b"S: s2 OK [READ-ONLY] Examine completed.",
+        b">S: s3 UID FETCH 2,4:5 (BODY.PEEK[HEADER])",
+        header_fetch(2, 2, "hello"),
+        header_fetch(3, 4, "SECRET pay", uid_first=False),
+        # UID 5 was expunged meanwhile: no verdict for it (the session's SELECT decides)
+        b"S: s3 OK Fetch completed.",
+        b">S: s4 UNSELECT",
+        b"S: s4 OK Unselect completed.",
+        b"= 2=internal 4=secret",
+    ])
+    assert set(classifier.cache) == {2, 4}
+
+
+def test_headers_are_not_read_from_a_mailbox_of_another_uidvalidity() -> None:
+    """Rebuilt since the client's SELECT: the same UIDs may name other messages there."""
+    play = side()
+    play([
+        b"?? INBOX 7 2,4",
+        GREETING,
+        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        LOGGED_IN,
+        b">S: s2 EXAMINE INBOX",
+        b"S: * 2 EXISTS",
+        b"S: * OK [UIDVALIDITY 8] UIDs valid",
+        b"S: * OK [UIDNEXT 5] Predicted next UID",
+        b"S: s2 OK [READ-ONLY] Examine completed.",
+        b">S: s3 UNSELECT",
+        b"S: s3 OK Unselect completed.",
+        b"= NO",
+        b"?? Gone 7 1",
+        b">S: s4 EXAMINE Gone",
+        b"S: s4 NO [NONEXISTENT] Mailbox doesn't exist: Gone",
+        b"= NO",
+    ])
+
+
+def test_a_failed_connection_judges_nothing_and_counts_nothing() -> None:
+    play = side()
+    play([
+        b"?? INBOX 7 2,4",
+        b"? Archive MESSAGES",
+        GREETING,
+        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        LOGGED_IN,
+        b">S: s2 EXAMINE INBOX",
+        b"~ lost",
+        b"= NO",
+        b"= NO",
     ])
 
 
@@ -289,7 +365,7 @@ def test_anything_unexpected_ends_the_connection_and_answers_no_counts(script: l
             actions += play.session.server_lost("connection lost")
         else:
             actions = play._input(line)
-    answers = [a for a in actions if isinstance(a, Counted)]
+    answers = [a for a in actions if isinstance(a, Answered)]
     assert [a.answer.values for a in answers] == [None], script
     assert answers[0].answer.refusal == b""
     assert play.session.closed
@@ -299,7 +375,7 @@ def test_anything_unexpected_ends_the_connection_and_answers_no_counts(script: l
     assert play.session.login_refused == (b"AUTHENTICATIONFAILED" in script[-1])
     # later queries are answered at once, without counts
     later = play.session.ask(CountMessages("Other", Atom("Other"), ("MESSAGES",)))
-    assert [a.answer.values for a in later if isinstance(a, Counted)] == [None]
+    assert [a.answer.values for a in later if isinstance(a, Answered)] == [None]
 
 
 def test_unreadable_headers_count_as_hidden() -> None:
@@ -404,14 +480,14 @@ def test_status_of_another_mailbox_waits_for_the_count_and_keeps_the_order(selec
         b"! CountMessages Arch ive MESSAGES UNSEEN RECENT UIDNEXT UIDVALIDITY",
     ])
     assert session.credentials == Credentials(Replay.LOGIN, b"alice", b"secret")
-    actions = session.counted(CountAnswer({"MESSAGES": 2, "UNSEEN": 1, "RECENT": 0, "UIDNEXT": 12,
+    actions = session.answered(CountAnswer({"MESSAGES": 2, "UNSEEN": 1, "RECENT": 0, "UIDNEXT": 12,
                                            "UIDVALIDITY": 77}))
     got, done = summarize(actions)
     assert got.to_client == (b"* STATUS \"Arch ive\" (MESSAGES 2 RECENT 0 UIDNEXT 12 UIDVALIDITY 77 "
                              b"UNSEEN 1)\r\ns OK Status completed.\r\n")
     assert got.to_server == b"n NOOP\r\n"  # the next command only now
     assert [(d.name, d.status) for d in done] == [("STATUS", "OK")]
-    assert session.counted(CountAnswer({"MESSAGES": 9})) == []  # nothing is waiting for one
+    assert session.answered(CountAnswer({"MESSAGES": 9})) == []  # nothing is waiting for one
 
 
 @pytest.mark.parametrize("answer, said", [
@@ -424,7 +500,7 @@ def test_a_failed_count_is_a_no_never_the_upstreams_counts(selected: Playbook, a
     session = selected.session
     assert isinstance(session, MailboxSession)
     selected([b"C: s STATUS Archive (MESSAGES)", b"! CountMessages Archive MESSAGES"])
-    got, _done = summarize(session.counted(answer))
+    got, _done = summarize(session.answered(answer))
     assert got.to_client == said and got.to_server == b""
 
 
@@ -439,7 +515,8 @@ def test_without_replayable_credentials_the_counts_are_refused(selected: Playboo
     ])
 
 
-def test_a_session_that_hides_nothing_passes_status_through_and_keeps_no_credentials() -> None:
+def test_a_session_that_hides_nothing_passes_status_through() -> None:
     play = session_play(hides=False)
-    assert play.session.credentials is None
+    # (its login is kept for the headers a SELECT has judged on the proxy's own connection)
+    assert play.session.credentials == Credentials(Replay.LOGIN, b"alice", b"secret")
     play([b"C: s STATUS Archive (MESSAGES UNSEEN)", b">S: s STATUS Archive (MESSAGES UNSEEN)"])
