@@ -43,6 +43,7 @@ from caliproxy.imap.actions import (
     CountAnswer,
     CountMessages,
     SideAnswer,
+    SideQuery,
 )
 from caliproxy.imap.classify import Classifier, Tagged, classify_fetched, header_fetches
 from caliproxy.imap.fetch_items import FetchCollector, FetchScan, scan_fragment
@@ -171,7 +172,7 @@ class MailboxSession(ProxySession):
         self._mailbox: SelectedMailbox | None = None
         self._selecting: _Selecting | None = None
         self._flow: Flow | _CountFlow | None = None
-        self._asking_side = False  # the flow waits for the side connection (see answered)
+        self._side_query: SideQuery | None = None  # what the flow waits for (see answered)
         self._flow_tag: bytes | None = None
         self._flow_owner: CommandStart | None = None  # the client command a flow works for
         self._flow_result = _OpResult()
@@ -778,10 +779,11 @@ class MailboxSession(ProxySession):
             # the client's commands only.
             result = yield ClassifyMessages(selecting.name, selecting.token, selecting.uidvalidity,
                                             tuple(unknown))
-            if result.tags is not None:
-                tags.update(result.tags)
-                # (of the messages still there: an EXPUNGE meanwhile left selecting.uids)
-                unknown = [uid for uid in selecting.uids if uid not in tags]
+            # (what it judged before it failed is in the cache)
+            tags.update(result.tags if result.tags is not None
+                        else classifier.known(selecting.name, selecting.uidvalidity, unknown))
+            # (of the messages still there: an EXPUNGE meanwhile left selecting.uids)
+            unknown = [uid for uid in selecting.uids if uid not in tags]
         # Here when the proxy cannot have a connection of its own (no login it can replay, or the
         # upstream refused one), and for messages whose header it did not return: read on this
         # one. (A message still without a verdict gets the top level: fail closed.)
@@ -988,12 +990,12 @@ class MailboxSession(ProxySession):
         self._complete_locally(start, b"* STATUS " + name + b" (" + rendered + b")\r\n"
                                + start.tag + b" OK Status completed.\r\n")
 
-    def answered(self, answer: SideAnswer) -> list[Action]:
+    def answered(self, query: SideQuery, answer: SideAnswer) -> list[Action]:
         """The answer to the :class:`CountMessages` or :class:`ClassifyMessages` this session
-        emitted; what to do next."""
-        if not self._asking_side or self._flow is None or self.closed:
-            return []  # (the session ended meanwhile)
-        self._asking_side = False
+        emitted (``query``, the very object); what to do next."""
+        if query is not self._side_query or self._flow is None or self.closed:
+            return []  # (the session ended meanwhile, or this is not what it waits for)
+        self._side_query = None
         value = _OpResult(tags=answer.tags) if isinstance(answer, ClassifyAnswer) else answer
         self._run(lambda: self._flow_send(value))
         self._run(self._pump_client)
@@ -1056,7 +1058,7 @@ class MailboxSession(ProxySession):
         if isinstance(command, (CountMessages, ClassifyMessages)):
             # Asked on the proxy's own connection: the IO shell answers through answered().
             self._flow_tag = None
-            self._asking_side = True
+            self._side_query = command
             self._actions.append(command)
             return
         self._flow_tag = self._next_internal_tag()

@@ -83,6 +83,9 @@ from caliproxy.imap.grammar import (
 )
 from caliproxy.imap.session import UpstreamSecurity
 
+# Refusals of a login that say nothing against the credentials (RFC 5530): worth trying later.
+_TRANSIENT = frozenset({b"UNAVAILABLE", b"INUSE", b"LIMIT", b"SERVERBUG"})
+
 # The items a count query answers: what the STATUS allow-list offers (commands._STATUS_ITEMS).
 COUNT_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 
@@ -145,7 +148,8 @@ class SideSession:
         self._greeted = False
         self._ready = False
         self._closed = False
-        self.login_refused = False  # the upstream said NO to the replayed login: do not retry
+        self.login_refused = False  # the upstream refused the replayed login: do not retry
+        self.login_unavailable = False  # it could not take the login now (a connection limit)
         self._queries: deque[SideQuery] = deque()
         self._current: SideQuery | None = None
         self._script: _Script | None = None
@@ -405,6 +409,11 @@ class SideSession:
         # Logged in or refused, this connection needs them no more (it never logs in again).
         self._credentials = credentials = None
         if reply.status != b"OK":
+            if reply.code is not None and reply.code.name in _TRANSIENT:
+                # e.g. Dovecot's NO [UNAVAILABLE] over mail_max_userip_connections: nothing
+                # wrong with the login, no room for this connection now
+                self.login_unavailable = True
+                raise ServerProtocolError("upstream could not take the replayed login now")
             self.login_refused = True
             raise ServerProtocolError("upstream refused the replayed login")
         self._caps = []

@@ -9,7 +9,7 @@ A session that tags or hides mail has the headers a SELECT needs judged, and (hi
 messages of mailboxes other than its selected one counted, on an upstream connection of the
 proxy's own (:class:`SideLink`, driving ``imap.side_session``): same endpoint, same TLS options
 and certificate checks, opened at the first such query, reused for the later ones, and closed
-after a minute without one (upstreams limit connections per user and address) or with the
+after a few seconds without one (upstreams limit connections per user and address) or with the
 client session. Its failures and timeouts become a NO to the client's STATUS, never the
 upstream's own counts, and a SELECT then reads the headers on the client's own connection.
 """
@@ -59,10 +59,14 @@ log = logging.getLogger("caliproxy.imap")
 # (connecting has the upstream's connect_timeout). Every line it reads restarts the clock, so a
 # big mailbox whose headers are still being read and judged does not run out of time.
 SIDE_SILENCE_TIMEOUT = 60.0
-# How long it stays open without a query: long enough for a client opening folder after folder,
-# short enough not to hold one of the connections the upstream allows a user (Dovecot: 10 per
-# user and address) for the whole of a client's session.
-SIDE_IDLE_TIMEOUT = 60.0
+# How long it stays open without a query: long enough for a burst (a client opening folder after
+# folder, or asking STATUS of each), short enough not to hold one of the connections the upstream
+# allows a user (Dovecot: 10 per user and address, and every device of the user comes from the
+# proxy's address) while the client reads its mail.
+SIDE_IDLE_TIMEOUT = 5.0
+# After the upstream had no room for its login (a connection limit), how long the session asks on
+# its own connection (verdicts) or says NO (counts) before it tries again.
+SIDE_RETRY_PAUSE = 30.0
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,7 @@ class SideLink:
                     self.upstream.transport.loseConnection()
             elif isinstance(action, Answered):
                 self._arm()
-                self.client.answered(action.answer)
+                self.client.answered(action.query, action.answer)
 
 
 @implementer(IHandshakeListener)
@@ -298,6 +302,7 @@ class ClientProtocol(Protocol):
         self.upstream: UpstreamProtocol | None = None
         self.side: SideLink | None = None  # the proxy's own connection, while it has one
         self._side_refused = False  # the upstream refused the replayed login: not tried again
+        self._side_paused_until = 0.0  # (reactor time) it had no room for one: not before then
         self._connecting: defer.Deferred[Any] | None = None
         self._timer: Any = None
         self._to_upstream: list[bytes] = []  # written before the upstream connection exists
@@ -389,16 +394,17 @@ class ClientProtocol(Protocol):
         if self._closed:
             return
         credentials, classifier = self.session.credentials, self.session.classifier
-        if self._side_refused or credentials is None or classifier is None:
-            self.answered(failed_answer(query))
+        if (self._side_refused or credentials is None or classifier is None
+                or self.reactor.seconds() < self._side_paused_until):
+            self.answered(query, failed_answer(query))
             return
         if self.side is None:
             self.side = SideLink(self, credentials, classifier)
         self.side.ask(query)
 
-    def answered(self, answer: SideAnswer) -> None:
+    def answered(self, query: SideQuery, answer: SideAnswer) -> None:
         if not self._closed:
-            self.apply(self.session.answered(answer))
+            self.apply(self.session.answered(query, answer))
 
     def side_gone(self, link: SideLink) -> None:
         if self.side is link:
@@ -407,6 +413,8 @@ class ClientProtocol(Protocol):
             # The credentials no longer work (changed password?): asking again would only
             # provoke the upstream's failed-login penalties.
             self._side_refused = True
+        elif link.engine.login_unavailable:
+            self._side_paused_until = self.reactor.seconds() + SIDE_RETRY_PAUSE
 
     def _close_side(self) -> None:
         side, self.side = self.side, None

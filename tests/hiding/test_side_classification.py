@@ -105,16 +105,75 @@ def test_an_expunge_while_the_side_connection_works_leaves_the_view() -> None:
     ])
 
 
+# what a session that hides nothing answers the SELECT of SELECT_SCRIPT
+NOT_HIDING_ANSWER = [
+    b">C: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
+    b">C: * 4 EXISTS",
+    b">C: * 3 RECENT",
+    b">C: * OK [UNSEEN 2] First unseen.",
+    b">C: * OK [UIDVALIDITY 7] UIDs valid",
+    b">C: * OK [UIDNEXT 5] Predicted next UID",
+    b">C: a OK [READ-WRITE] Select completed.",
+]
+
+
 def test_a_session_that_hides_nothing_has_its_headers_judged_elsewhere_too() -> None:
     play = session_play(hides=False)
     play(SELECT_SCRIPT[:SELECT_SCRIPT.index(b"S: cp.1 OK Search completed.") + 1] + [
         b"! ClassifyMessages INBOX 1:4",
         b"~ side_judged 1=hello 2=SECRET-pay 3=lunch 4=SECRET-plans",
-        b">C: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
-        b">C: * 4 EXISTS",
-        b">C: * 3 RECENT",
-        b">C: * OK [UNSEEN 2] First unseen.",
-        b">C: * OK [UIDVALIDITY 7] UIDs valid",
-        b">C: * OK [UIDNEXT 5] Predicted next UID",
-        b">C: a OK [READ-WRITE] Select completed.",
+        *NOT_HIDING_ANSWER,
+    ])
+
+
+def test_what_the_side_connection_judged_before_it_failed_is_not_read_again() -> None:
+    """Its first batch (UIDs 1 and 2) is in the cache when it fails: only 3 and 4 are read here."""
+    play = session_play()
+    play(UNTIL_ASKED)
+    query = play.side_query
+    assert query is not None
+    play.session.classifier.classify(query.mailbox, query.uidvalidity, [  # type: ignore[attr-defined]
+        (1, b"Subject: hello\r\n\r\n"), (2, b"Subject: SECRET-pay\r\n\r\n")])
+    play([
+        b"~ side_failed",
+        b">S: cp.2 UID FETCH 3:4 (BODY.PEEK[HEADER])",
+        header_fetch(3, 3, "lunch"),
+        header_fetch(4, 4, "SECRET plans"),
+        b"S: cp.2 OK Fetch completed.",
+        *searches_from(3),
+    ])
+
+
+def test_a_session_that_hides_nothing_reads_here_what_the_side_connection_could_not() -> None:
+    play = session_play(hides=False)
+    play(SELECT_SCRIPT[:SELECT_SCRIPT.index(b"S: cp.1 OK Search completed.") + 1] + [
+        b"! ClassifyMessages INBOX 1:4",
+        b"~ side_failed",
+        b">S: cp.2 UID FETCH 1:4 (BODY.PEEK[HEADER])",
+        header_fetch(1, 1, "hello"),
+        header_fetch(2, 2, "SECRET pay"),
+        header_fetch(3, 3, "lunch"),
+        header_fetch(4, 4, "SECRET plans"),
+        b"S: cp.2 OK Fetch completed.",
+        *NOT_HIDING_ANSWER,
+    ])
+
+
+def test_mail_announced_while_the_side_connection_works_is_read_after_the_select() -> None:
+    play = session_play()
+    play(UNTIL_ASKED + [
+        b"S: * 5 EXISTS",
+        b"~ side_judged 1=hello 2=SECRET-pay 3=lunch 4=SECRET-plans",
+        # (an arrival: the upstream's own counts no longer describe the mailbox, so both are asked)
+        b">S: cp.2 UID SEARCH UNSEEN",
+        b"S: * SEARCH 2 3 4 5",
+        b"S: cp.2 OK Search completed.",
+        b">S: cp.3 UID SEARCH RECENT",
+        b"S: * SEARCH 2 3 4 5",
+        b"S: cp.3 OK Search completed.",
+        *SELECT_SCRIPT[-7:],
+        b">S: cp.4 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
+        header_fetch(5, 5, "hello"),
+        b"S: cp.4 OK Fetch completed.",
+        b">C: * 3 EXISTS",
     ])

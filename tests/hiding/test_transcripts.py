@@ -904,7 +904,7 @@ def test_status_counts_of_another_mailbox_are_asked_on_a_connection_of_the_proxy
         b"C: s STATUS Archive (MESSAGES)",
         b"! CountMessages Archive MESSAGES",
     ])
-    selected.session.answered(CountAnswer({"MESSAGES": 0}))  # type: ignore[attr-defined]
+    selected.session.answered(selected.side_query, CountAnswer({"MESSAGES": 0}))  # type: ignore[attr-defined]
     selected([
         b"C: t STATUS Archive (UIDNEXT UIDVALIDITY)",
         b">S: t STATUS Archive (UIDNEXT UIDVALIDITY)",

@@ -133,7 +133,7 @@ class Playbook:
         query, self.side_query = self.side_query, None
         assert query is not None, "no query was asked of the side connection"
         if event == "side_failed":
-            return self.session.answered(failed_answer(query))  # type: ignore[attr-defined]
+            return self.session.answered(query, failed_answer(query))  # type: ignore[attr-defined]
         assert isinstance(query, ClassifyMessages)
         headers = []
         for item in arg.split():
@@ -141,7 +141,7 @@ class Playbook:
             headers.append((int(uid), f"Subject: {subject}\r\n\r\n".encode()))
         classifier = self.session.classifier  # type: ignore[attr-defined]
         tags = classifier.classify(query.mailbox, query.uidvalidity, headers)
-        return self.session.answered(ClassifyAnswer(tags))  # type: ignore[attr-defined]
+        return self.session.answered(query, ClassifyAnswer(tags))  # type: ignore[attr-defined]
 
     def __call__(self, script: list[bytes]) -> Playbook:
         index = 0

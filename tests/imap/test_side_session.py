@@ -233,6 +233,60 @@ def test_headers_are_not_read_from_a_mailbox_of_another_uidvalidity() -> None:
     ])
 
 
+def test_no_room_for_the_login_is_not_a_refused_login() -> None:
+    """Dovecot over mail_max_userip_connections: the login is fine, the connection is not
+    possible now. The IO shell tries again later (a refused login it never tries again)."""
+    play = side()
+    play([
+        b"?? INBOX 7 2,4",
+        GREETING,
+        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        (b"S: s1 NO [UNAVAILABLE] Maximum number of connections from user+IP exceeded "
+         b"(mail_max_userip_connections=10)"),
+        b"! CloseServer",
+        b"= NO",
+    ])
+    assert play.session.login_unavailable and not play.session.login_refused
+    refused = side()
+    refused([
+        b"?? INBOX 7 2,4",
+        GREETING,
+        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        b"S: s1 NO [AUTHENTICATIONFAILED] Authentication failed.",
+        b"! CloseServer",
+        b"= NO",
+    ])
+    assert refused.session.login_refused and not refused.session.login_unavailable
+
+
+def test_unreadable_headers_and_a_refused_fetch_judge_nothing() -> None:
+    play = side()
+    play([
+        b"?? INBOX 7 2,4",
+        GREETING,
+        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        LOGGED_IN,
+        b">S: s2 EXAMINE INBOX",
+        b"S: * OK [UIDVALIDITY 7] UIDs valid",
+        b"S: s2 OK [READ-ONLY] Examine completed.",
+        b">S: s3 UID FETCH 2,4 (BODY.PEEK[HEADER])",
+        b"S: * 1 FETCH (UID 2 BODY[HEADER] NIL)",
+        header_fetch(2, 4, "hello"),
+        b"S: s3 OK Fetch completed.",
+        b">S: s4 UNSELECT",
+        b"S: s4 OK Unselect completed.",
+        b"= 4=internal",
+        b"?? INBOX 7 2",
+        b">S: s5 EXAMINE INBOX",
+        b"S: * OK [UIDVALIDITY 7] UIDs valid",
+        b"S: s5 OK [READ-ONLY] Examine completed.",
+        b">S: s6 UID FETCH 2 (BODY.PEEK[HEADER])",
+        b"S: s6 NO Internal error",
+        b"! CloseServer",
+        b"= NO",
+    ])
+
+
 def test_a_failed_connection_judges_nothing_and_counts_nothing() -> None:
     play = side()
     play([
@@ -480,14 +534,19 @@ def test_status_of_another_mailbox_waits_for_the_count_and_keeps_the_order(selec
         b"! CountMessages Arch ive MESSAGES UNSEEN RECENT UIDNEXT UIDVALIDITY",
     ])
     assert session.credentials == Credentials(Replay.LOGIN, b"alice", b"secret")
-    actions = session.answered(CountAnswer({"MESSAGES": 2, "UNSEEN": 1, "RECENT": 0, "UIDNEXT": 12,
-                                           "UIDVALIDITY": 77}))
+    query = selected.side_query
+    assert isinstance(query, CountMessages)
+    # an answer to anything but the query the session waits for is not taken
+    assert session.answered(CountMessages("Archive", Atom("Archive"), ("MESSAGES",)),
+                            CountAnswer({"MESSAGES": 9})) == []
+    actions = session.answered(query, CountAnswer({"MESSAGES": 2, "UNSEEN": 1, "RECENT": 0,
+                                                   "UIDNEXT": 12, "UIDVALIDITY": 77}))
     got, done = summarize(actions)
     assert got.to_client == (b"* STATUS \"Arch ive\" (MESSAGES 2 RECENT 0 UIDNEXT 12 UIDVALIDITY 77 "
                              b"UNSEEN 1)\r\ns OK Status completed.\r\n")
     assert got.to_server == b"n NOOP\r\n"  # the next command only now
     assert [(d.name, d.status) for d in done] == [("STATUS", "OK")]
-    assert session.answered(CountAnswer({"MESSAGES": 9})) == []  # nothing is waiting for one
+    assert session.answered(query, CountAnswer({"MESSAGES": 9})) == []  # nothing waits for one
 
 
 @pytest.mark.parametrize("answer, said", [
@@ -500,7 +559,7 @@ def test_a_failed_count_is_a_no_never_the_upstreams_counts(selected: Playbook, a
     session = selected.session
     assert isinstance(session, MailboxSession)
     selected([b"C: s STATUS Archive (MESSAGES)", b"! CountMessages Archive MESSAGES"])
-    got, _done = summarize(session.answered(answer))
+    got, _done = summarize(session.answered(selected.side_query, answer))
     assert got.to_client == said and got.to_server == b""
 
 
