@@ -128,6 +128,10 @@ def logged_in(credentials: Credentials = LOGIN, **kwargs: object) -> SidePlay:
     return play
 
 
+# headers of INBOX UIDs 2 and 4 asked for (UIDVALIDITY 7), up to the replayed login
+ASK_INBOX_2_4 = [b"?? INBOX 7 2,4", GREETING, b">S: s1 LOGIN \"alice\" \"alicepw\""]
+
+
 # Archive: UIDs 3, 5, 6, 9 (UIDNEXT 12); 5 and 9 are secret; 3 and 5 unseen; 5, 6 and 9 recent.
 ARCHIVE_COUNT = [
     LOGGED_IN,
@@ -214,9 +218,7 @@ def test_headers_are_not_read_from_a_mailbox_of_another_uidvalidity() -> None:
     """Rebuilt since the client's SELECT: the same UIDs may name other messages there."""
     play = side()
     play([
-        b"?? INBOX 7 2,4",
-        GREETING,
-        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        *ASK_INBOX_2_4,
         LOGGED_IN,
         b">S: s2 EXAMINE INBOX",
         b"S: * 2 EXISTS",
@@ -238,9 +240,7 @@ def test_no_room_for_the_login_is_not_a_refused_login() -> None:
     possible now. The IO shell tries again later (a refused login it never tries again)."""
     play = side()
     play([
-        b"?? INBOX 7 2,4",
-        GREETING,
-        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        *ASK_INBOX_2_4,
         (b"S: s1 NO [UNAVAILABLE] Maximum number of connections from user+IP exceeded "
          b"(mail_max_userip_connections=10)"),
         b"! CloseServer",
@@ -249,9 +249,7 @@ def test_no_room_for_the_login_is_not_a_refused_login() -> None:
     assert play.session.login_unavailable and not play.session.login_refused
     refused = side()
     refused([
-        b"?? INBOX 7 2,4",
-        GREETING,
-        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        *ASK_INBOX_2_4,
         b"S: s1 NO [AUTHENTICATIONFAILED] Authentication failed.",
         b"! CloseServer",
         b"= NO",
@@ -262,9 +260,7 @@ def test_no_room_for_the_login_is_not_a_refused_login() -> None:
 def test_unreadable_headers_and_a_refused_fetch_judge_nothing() -> None:
     play = side()
     play([
-        b"?? INBOX 7 2,4",
-        GREETING,
-        b">S: s1 LOGIN \"alice\" \"alicepw\"",
+        *ASK_INBOX_2_4,
         LOGGED_IN,
         b">S: s2 EXAMINE INBOX",
         b"S: * OK [UIDVALIDITY 7] UIDs valid",
