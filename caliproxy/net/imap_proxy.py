@@ -411,8 +411,9 @@ class ClientProtocol(Protocol):
             self.side = None  # the next query opens a new one
         if link.engine.login_refused:
             # The credentials no longer work (changed password?): asking again would only
-            # provoke the upstream's failed-login penalties.
+            # provoke the upstream's failed-login penalties, and they are kept no longer.
             self._side_refused = True
+            self.session.credentials = None
         elif link.engine.login_unavailable:
             self._side_paused_until = self.reactor.seconds() + SIDE_RETRY_PAUSE
 
