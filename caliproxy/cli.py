@@ -21,8 +21,8 @@ from caliproxy.errors import CaliproxyError, ConfigError
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
-def new_event_loop(kind: str = "auto") -> tuple[Any, str]:
-    """A fresh event loop of ``kind`` and the name of what it is.
+def new_event_loop(kind: str = "auto") -> Any:
+    """A fresh event loop of ``kind``.
 
     uvloop (libuv, its TLS in C) is the default: the proxy spends most of its time in the loop's
     socket and TLS work, and uvloop does that work for about a fifth less CPU than asyncio's own
@@ -39,8 +39,8 @@ def new_event_loop(kind: str = "auto") -> tuple[Any, str]:
                 raise CaliproxyError("--event-loop uvloop: uvloop is not installed "
                                      "(pip install uvloop)") from None
         else:
-            return uvloop.new_event_loop(), "uvloop"
-    return asyncio.new_event_loop(), "asyncio"
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def install_reactor(event_loop: str = "auto") -> object:
@@ -48,8 +48,7 @@ def install_reactor(event_loop: str = "auto") -> object:
     from twisted.internet import asyncioreactor
 
     if "twisted.internet.reactor" not in sys.modules:
-        loop, _ = new_event_loop(event_loop)
-        asyncioreactor.install(loop)
+        asyncioreactor.install(new_event_loop(event_loop))
     from twisted.internet import reactor
 
     return reactor

@@ -23,6 +23,17 @@ def searches_from(tag: int) -> list[bytes]:
             for line in AFTER_HEADERS]
 
 
+def unseen_and_recent(tag: int, unseen: bytes, recent: bytes) -> list[bytes]:
+    """The hiding SELECT's two searches from ``cp.<tag>`` on, answered with UIDs ``unseen`` and
+    ``recent``."""
+    lines = []
+    for offset, (key, found) in enumerate(((b"UNSEEN", unseen), (b"RECENT", recent))):
+        command = b"cp.%d" % (tag + offset)
+        lines += [b">S: " + command + b" UID SEARCH " + key, b"S: * SEARCH " + found,
+                  b"S: " + command + b" OK Search completed."]
+    return lines
+
+
 def test_the_headers_are_judged_elsewhere_and_the_select_answers_the_same() -> None:
     play = session_play()
     play(UNTIL_ASKED + [
@@ -53,12 +64,7 @@ def test_a_message_no_connection_could_judge_stays_hidden() -> None:
         b"~ side_judged 1=hello 2=SECRET-pay 4=SECRET-plans",
         b">S: cp.2 UID FETCH 3 (BODY.PEEK[HEADER])",
         b"S: cp.2 OK Fetch completed.",  # nothing for UID 3: fail closed
-        b">S: cp.3 UID SEARCH UNSEEN",
-        b"S: * SEARCH 2 3 4",
-        b"S: cp.3 OK Search completed.",
-        b">S: cp.4 UID SEARCH RECENT",
-        b"S: * SEARCH 2 3 4",
-        b"S: cp.4 OK Search completed.",
+        *unseen_and_recent(3, b"2 3 4", b"2 3 4"),
         b">C: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
         b">C: * 1 EXISTS",
         b">C: * 0 RECENT",
@@ -87,12 +93,7 @@ def test_an_expunge_while_the_side_connection_works_leaves_the_view() -> None:
     play(UNTIL_ASKED + [
         b"S: * 2 EXPUNGE",
         b"~ side_judged 1=hello 3=lunch 4=SECRET-plans",
-        b">S: cp.2 UID SEARCH UNSEEN",
-        b"S: * SEARCH 3 4",
-        b"S: cp.2 OK Search completed.",
-        b">S: cp.3 UID SEARCH RECENT",
-        b"S: * SEARCH 3 4",
-        b"S: cp.3 OK Search completed.",
+        *unseen_and_recent(2, b"3 4", b"3 4"),
         b">C: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
         b">C: * 2 EXISTS",
         b">C: * 1 RECENT",
@@ -165,12 +166,7 @@ def test_mail_announced_while_the_side_connection_works_is_read_after_the_select
         b"S: * 5 EXISTS",
         b"~ side_judged 1=hello 2=SECRET-pay 3=lunch 4=SECRET-plans",
         # (an arrival: the upstream's own counts no longer describe the mailbox, so both are asked)
-        b">S: cp.2 UID SEARCH UNSEEN",
-        b"S: * SEARCH 2 3 4 5",
-        b"S: cp.2 OK Search completed.",
-        b">S: cp.3 UID SEARCH RECENT",
-        b"S: * SEARCH 2 3 4 5",
-        b"S: cp.3 OK Search completed.",
+        *unseen_and_recent(2, b"2 3 4 5", b"2 3 4 5"),
         *SELECT_SCRIPT[-7:],
         b">S: cp.4 FETCH 5:5 (UID FLAGS BODY.PEEK[HEADER])",
         header_fetch(5, 5, "hello"),
