@@ -22,6 +22,10 @@ def without_timing(line: bytes) -> bytes:
     return _TIMING.sub(b"", line)
 
 
+#: Dovecot's IDLE keepalive (see WireClient.pending).
+IDLE_KEEPALIVE = b"* OK Still here\r\n"
+
+
 @dataclass
 class Reply:
     """Everything one command brought back: untagged responses (literals inline) and the tagged one."""
@@ -101,7 +105,9 @@ class WireClient:
             self._buffer = self._buffer[size:]
 
     def pending(self, wait: float = 0.3) -> list[bytes]:
-        """Responses the server sends unasked within ``wait`` seconds (IDLE pushes)."""
+        """Responses the server sends unasked within ``wait`` seconds (IDLE pushes), without
+        Dovecot's IDLE keepalive: it runs on a per-user clock (``imap_idle_notify_interval``,
+        aligned to a hash of the user), not on mail, so it may come in any window."""
         responses = []
         self.sock.settimeout(wait)
         try:
@@ -114,7 +120,7 @@ class WireClient:
             pass
         finally:
             self.sock.settimeout(20)
-        return responses
+        return [response for response in responses if response != IDLE_KEEPALIVE]
 
     # -- writing -----------------------------------------------------------------------------------
 
