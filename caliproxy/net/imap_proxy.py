@@ -194,6 +194,7 @@ class SideLink:
         self.upstream: SideProtocol | None = None
         self._to_upstream: list[bytes] = []
         self._timer: Any = None
+        self._gone = False
         self._connecting: defer.Deferred[Any] | None = client.connect_upstream(SideProtocol(self))
         self._connecting.addErrback(self._connect_failed)
 
@@ -233,7 +234,6 @@ class SideLink:
         if not self.engine.closed:
             log.info("side connection for %s closed: %s", self.client.peer, reason)
         self.apply(self.engine.server_lost(reason))
-        self.client.side_gone(self)
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -251,8 +251,7 @@ class SideLink:
 
     def _idle(self) -> None:
         self._timer = None
-        self.client.side_gone(self)  # (the next query opens a new one)
-        self.close()
+        self.close()  # (the next query opens a new one)
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -263,6 +262,12 @@ class SideLink:
     # -- carrying out the engine's actions ---------------------------------------------------------
 
     def apply(self, actions: list[SideAction]) -> None:
+        if self.engine.closed and not self._gone:
+            # The client session learns that this link is done (and why: a refused login is
+            # not tried again) now, before the answers below, not when the upstream's socket
+            # has finished closing: a question asked in between would meet a closed engine.
+            self._gone = True
+            self.client.side_gone(self)
         for action in actions:
             if isinstance(action, SendServer):
                 if self.upstream is not None:

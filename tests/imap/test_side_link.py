@@ -44,6 +44,7 @@ class FakeClient:
 
     def answered(self, query: Any, answer: Any) -> None:
         self.answers.append((query, answer))
+        self.gone_before_answer = list(self.gone)
 
     def side_gone(self, link: SideLink) -> None:
         self.gone.append(link)
@@ -111,4 +112,19 @@ def test_a_question_keeps_the_link_open_and_the_upstreams_silence_ends_it() -> N
     client.reactor.advance(SIDE_SILENCE_TIMEOUT)
     # silent too long: answered once, with nothing judged (the session reads the headers itself)
     assert client.answers[1] == (second, ClassifyAnswer(None))
+    assert client.reactor.getDelayedCalls() == []
+
+
+def test_a_refused_login_ends_the_link_before_its_answer_and_before_the_socket_closes() -> None:
+    client, link, transport = connected()
+    assert upstream_says(client, transport, b"* OK [CAPABILITY " + DOVECOT_PRE + b"] ready") == \
+        b's1 LOGIN "alice" "pw"\r\n'
+    upstream_says(client, transport, b"s1 NO [AUTHENTICATIONFAILED] Authentication failed.")
+    # The session hears that the link is done (and reads why from its engine) first, so that
+    # a question its client asks while the TLS close is still under way finds no closed link.
+    assert client.gone == [link] and client.gone_before_answer == [link]
+    assert link.engine.login_refused and transport.disconnecting
+    assert client.answers == [(QUERY, ClassifyAnswer(None))]
+    client.connecting[0][0].connectionLost()
+    assert client.gone == [link]  # told once
     assert client.reactor.getDelayedCalls() == []
