@@ -70,11 +70,23 @@ def dovecot_version(binary: str | None = None) -> str:
     return out.split()[0] if out.split() else ""
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that is free on ``host`` right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free on ``host`` right now (the kernel picks it), never one this
+    process was given before.
+
+    The socket is closed before the port is used, so two calls in a row can get the same port
+    from the kernel (about one pair in 14,000 on Linux); two listeners of one configuration
+    would then collide. Remembering what was handed out rules that out within the process."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def ensure_mail_user(name: str = MAIL_USER) -> tuple[int, int]:

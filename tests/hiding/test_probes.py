@@ -339,7 +339,7 @@ def test_keywords_of_secret_mail(mailbox: Mailbox, hostile: WireClient) -> None:
     assert trusted.command("UID STORE 4 +FLAGS ($Divorce)").ok
     assert hostile.pending(1.0) == []
     assert trusted.command("UID STORE 3 +FLAGS ($Work)").ok
-    pushed = hostile.pending(1.0)
+    pushed = hostile.wait_for(b"* 2 FETCH (FLAGS ($Work))\r\n")
     assert pushed[-1] == b"* 2 FETCH (FLAGS ($Work))\r\n" and any(b"$Work" in p and b"FLAGS (" in p
                                                                    for p in pushed[:-1])
     hostile.send(b"DONE\r\n")

@@ -48,7 +48,9 @@ def test_a_mailbox_where_hidden_and_visible_mail_alternate(hiding: Hiding) -> No
     client = hiding.cafe()
     direct = hiding.direct("alice")
     assert direct.command("SELECT INBOX").ok
+    client.sock.settimeout(120)  # (the SELECT judges every header before it answers)
     assert b"* %d EXISTS" % len(VISIBLE) in client.command("SELECT INBOX").all
+    client.sock.settimeout(20)
 
     # FETCH, by UID (Thunderbird's and mbsync's first sync) and by sequence number
     reply = client.command("UID FETCH 1:* (UID FLAGS)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -121,6 +122,19 @@ class WireClient:
         finally:
             self.sock.settimeout(20)
         return [response for response in responses if response != IDLE_KEEPALIVE]
+
+    def wait_for(self, *expected: bytes, timeout: float = 20.0, settle: float = 0.3) -> list[bytes]:
+        """The unasked responses up to the first moment every one of ``expected`` has arrived,
+        plus what follows within ``settle`` seconds.
+
+        For pushes that are sure to come: Dovecot holds IDLE notifications back for half a
+        second, so a fixed window around them has little margin on a loaded machine."""
+        deadline = time.monotonic() + timeout
+        responses: list[bytes] = []
+        while not all(line in responses for line in expected):
+            assert time.monotonic() < deadline, (expected, responses)
+            responses += self.pending(0.2)
+        return responses + self.pending(settle)
 
     # -- writing -----------------------------------------------------------------------------------
 

