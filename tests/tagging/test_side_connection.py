@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from caliproxy.net.imap_proxy import SIDE_IDLE_TIMEOUT
+
 from .raw_client import RawImap
 from .test_cache import MESSAGES, _message
 
@@ -52,6 +54,30 @@ def test_the_headers_are_read_on_the_proxys_own_connection(dovecot, proxy_factor
     # the client's session read only what its own FETCH asked for; the proxy's, every header once
     assert _ended_sessions(dovecot, 2) == [MESSAGES, MESSAGES]
     assert "side connection" not in proxy.log()  # (closed by LOGOUT, not by a failure)
+
+
+def test_the_proxys_own_connection_logs_out_when_idle_and_comes_back_when_needed(
+        dovecot, proxy_factory, server_cert_files):
+    """SIDE_IDLE_TIMEOUT on a real clock: the proxy's own session ends by LOGOUT a few seconds
+    after its last question, the client's stays, and new mail elsewhere opens another one."""
+    dovecot.bulk_load("alice", [_message(n) for n in range(MESSAGES)])
+    proxy = proxy_factory(dovecot, extra_config={"policy": {"default_level": "internal"}})
+    with RawImap(proxy.ports["imaps"], server_cert_files.ca_pem) as client:
+        client.login()
+        client.command("SELECT INBOX")
+        started = time.monotonic()
+        assert _ended_sessions(dovecot, 1, timeout=SIDE_IDLE_TIMEOUT + 20) == [MESSAGES]
+        assert time.monotonic() - started > SIDE_IDLE_TIMEOUT - 1  # (not at once)
+        assert re.search(rb"imap\(alice\).*Disconnected: Logged out .*hdr_count=%d" % MESSAGES,
+                         Path(dovecot.log_path).read_bytes())
+        client.command("NOOP")  # the client's own session goes on
+        dovecot.bulk_load("alice", [_message(n) for n in range(3)], mailbox="Archive")
+        data = client.command("SELECT Archive")
+        assert b"* 3 EXISTS" in data
+        fetched = client.command("UID FETCH 1:* (BODY.PEEK[HEADER])")
+        assert _LEVEL.findall(fetched) == [b"internal"] * 3
+    # the second side session read the three new headers, the client's only its own FETCH's
+    assert _ended_sessions(dovecot, 3) == [3, 3, MESSAGES]
 
 
 def test_without_a_connection_to_spare_the_headers_are_read_on_the_clients(dovecot_factory,
