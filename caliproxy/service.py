@@ -122,9 +122,7 @@ class ProxyService(service.MultiService):
         self.submission_listeners: dict[str, SubmissionListener] = {}
         self.cache = ClassificationCache(config.cache.path, config.header.name)
         self.metrics.watch_cache(self.cache)
-        upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
-        self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id, self._classified,
-                                      config.header)
+        self.verdicts = self._verdicts(config)
         self._smtp_ssl_context: Any = None
         # The name we give in SMTP greetings and EHLO upstream; no DNS lookup (getfqdn may block).
         self._hostname = socket.gethostname() or "caliproxy"
@@ -253,6 +251,10 @@ class ProxyService(service.MultiService):
         child.setServiceParent(self)
         self.submission_listeners[listener.name] = child
 
+    def _verdicts(self, config: Config) -> VerdictMemory:
+        return VerdictMemory(config.policy, self.cache, _upstream_id(config), self._classified,
+                             config.header)
+
     def _classified(self, seconds: float, levels: list[str]) -> None:
         self.metrics.classify_seconds.observe(seconds)
         for level in levels:
@@ -283,10 +285,10 @@ class ProxyService(service.MultiService):
             raise ConfigError("header.name changed: restart caliproxy to apply that")
         server_options = self._server_options(config)
         endpoint = self._imap_upstream(config)
-        if config.policy != self.config.policy:
-            upstream_id = f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
-            self.verdicts = VerdictMemory(config.policy, self.cache, upstream_id, self._classified,
-                                          config.header)
+        if config.policy != self.config.policy or _upstream_id(config) != _upstream_id(self.config):
+            # Another upstream is other mailboxes: its UIDs and UIDVALIDITY may equal the old
+            # one's, so verdicts are keyed by the upstream too and must not carry over.
+            self.verdicts = self._verdicts(config)
         self.config = config
         if server_options is not None:
             self.server_tls.replace(server_options)
@@ -352,6 +354,11 @@ def _smtp_timeouts(config: Config) -> UpstreamTimeouts:
         return UpstreamTimeouts()
     return UpstreamTimeouts(greeting=upstream.reply_timeout, command=upstream.reply_timeout,
                             data_start=upstream.reply_timeout, data_end=upstream.data_timeout)
+
+
+def _upstream_id(config: Config) -> str:
+    """Which upstream the cached verdicts are for (part of every cache key)."""
+    return f"imap://{config.upstream_imap.host}:{config.upstream_imap.port}"
 
 
 def _listener_shape(config: Config) -> list[tuple[Any, ...]]:

@@ -121,6 +121,30 @@ def test_reload_refuses_a_new_header_name(running):
     assert data[0][1].startswith(b"X-Caliproxy-Privacy: v=1;")
 
 
+def test_a_reload_to_another_upstream_judges_its_mail_afresh(dovecot_factory, proxy_factory):
+    """Two upstreams whose INBOXes have the same UIDVALIDITY and UIDs: what the proxy judged of
+    the first one's UID 1 must not be taken for the second one's after a reload."""
+    first, second = dovecot_factory(), dovecot_factory()
+    first.deliver("alice", b"Subject: hello\r\n\r\nvisible body\r\n")
+    second.deliver("alice", b"Subject: SECRET plans\r\n\r\nsecret body\r\n")
+    for upstream in (first, second):
+        upstream.doveadm("mailbox", "update", "-u", "alice", "--uid-validity", "4242", "INBOX")
+        status = upstream.doveadm("mailbox", "status", "-u", "alice", "uidvalidity messages", "INBOX")
+        assert status.split() == ["INBOX", "messages=1", "uidvalidity=4242"], status
+    proxy = proxy_factory(first, extra_config={
+        "policy": SECRET_POLICY, "trust": {"rules": [{"name": "everyone", "level": "internal"}]}})
+    client = login(proxy)
+    assert client.select("INBOX")[1] == [b"1"]
+    client.logout()
+    rewrite_config(proxy, lambda c: c["upstream"]["imap"].update(port=second.imaps_port))
+    proxy.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in proxy.log())
+    client = login(proxy)
+    assert client.select("INBOX")[1] == [b"0"]  # the secret one is hidden, not shown as hello
+    assert client.uid("FETCH", "1:*", "(BODY.PEEK[])")[1] in ([None], [])
+    client.logout()
+
+
 def test_reload_lowering_clearance_ends_affected_sessions_only(running):
     imaps = login(running)
     imaps.select("INBOX")
