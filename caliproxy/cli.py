@@ -96,7 +96,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from caliproxy.config import load_config
-    from caliproxy.observe.logs import setup_logging
+    from caliproxy.observe.logs import apply_logging, setup_logging
 
     try:
         config = load_config(args.config)
@@ -142,6 +142,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             log.error("reload refused, still running the previous configuration:\n%s", exc)
         else:
             proxy.metrics.reloads.labels("ok").inc()
+            apply_logging(proxy.config.logging.level, proxy.config.logging.format)
             log.info("%s", summary)
         systemd.notify("READY=1")
 

@@ -254,7 +254,12 @@ def _listeners(r: _Reader, node: yaml.Node | None, have_tls: bool,
         proxied = r.scalar(keys.get("proxy_protocol"), f"{path}.proxy_protocol", bool, False)
         balancers = (_networks(r, keys["proxy_protocol_from"], f"{path}.proxy_protocol_from")
                      if "proxy_protocol_from" in keys else proxy_from)
-        if proxied and not balancers:
+        if proxied and protocol == "smtp":
+            # The submission listener (aiosmtpd) reads no PROXY header: its first line would
+            # be taken for a command. Refused rather than ignored.
+            r.error(keys.get("proxy_protocol"), f"{path}.proxy_protocol",
+                    "is supported on imap listeners only")
+        elif proxied and not balancers:
             r.error(keys.get("proxy_protocol"), f"{path}.proxy_protocol",
                     "needs proxy_protocol_from (here or at the top level): the load balancers "
                     "allowed to send PROXY headers")

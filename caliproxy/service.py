@@ -274,15 +274,22 @@ class ProxyService(service.MultiService):
 
         New connections get the new policy, trust rules, limits, upstream and certificate; live
         sessions keep what they had, except that a session whose clearance the new trust rules
-        lower is ended with BYE (its client reconnects and is judged again). Listener sockets
-        cannot move while running: a change to them raises ConfigError (restart instead)."""
+        lower is ended with BYE (its client reconnects and is judged again). What lives as long
+        as the process (listener sockets, the header name, the cache file, the metrics socket)
+        cannot change while running: a change to it raises ConfigError (restart instead). The
+        logging settings are the caller's to apply."""
         if _listener_shape(config) != _listener_shape(self.config):
-            raise ConfigError("listeners changed (names, addresses, ports, TLS or protocols): "
-                              "restart caliproxy to apply that")
+            raise ConfigError("listeners changed (names, addresses, ports, TLS, protocols or "
+                              "PROXY protocol senders): restart caliproxy to apply that")
         if config.header != self.config.header:
             # Clients have cached messages under the old name, and the cache's spoof offsets
             # are for it: a new name starts with a new process (and an emptied cache).
             raise ConfigError("header.name changed: restart caliproxy to apply that")
+        # The cache file is open and the metrics socket bound for the process's lifetime.
+        if config.cache != self.config.cache:
+            raise ConfigError("cache changed: restart caliproxy to apply that")
+        if config.metrics != self.config.metrics:
+            raise ConfigError("metrics changed: restart caliproxy to apply that")
         server_options = self._server_options(config)
         endpoint = self._imap_upstream(config)
         if config.policy != self.config.policy or _upstream_id(config) != _upstream_id(self.config):
@@ -362,7 +369,8 @@ def _upstream_id(config: Config) -> str:
 
 
 def _listener_shape(config: Config) -> list[tuple[Any, ...]]:
-    return [(l.name, l.protocol, l.address, l.port, l.tls, l.proxy_protocol) for l in config.listeners]
+    return [(l.name, l.protocol, l.address, l.port, l.tls, l.proxy_protocol, l.proxy_protocol_from)
+            for l in config.listeners]
 
 
 def make_service(config: Config, reactor: Any) -> ProxyService:

@@ -76,6 +76,15 @@ class JSONFormatter(logging.Formatter):
 
 def setup_logging(level: str, fmt: str = "human") -> None:
     """Route every logger (Twisted's included) through redaction to stderr."""
+    apply_logging(level, fmt)
+    # Twisted's own log events (e.g. "while verifying certificate") go to the same place.
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+
+
+def apply_logging(level: str, fmt: str = "human") -> None:
+    """The level and format of the stderr handler (again on a reload)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     if fmt == "json":
@@ -87,7 +96,3 @@ def setup_logging(level: str, fmt: str = "human") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
-    # Twisted's own log events (e.g. "while verifying certificate") go to the same place.
-    from twisted.logger import STDLibLogObserver, globalLogBeginner
-
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)

@@ -121,6 +121,33 @@ def test_reload_refuses_a_new_header_name(running):
     assert data[0][1].startswith(b"X-Caliproxy-Privacy: v=1;")
 
 
+@pytest.mark.parametrize("change, refusal", [
+    (lambda c: c.update(cache={"path": "/nonexistent/elsewhere.sqlite"}), "cache changed"),
+    (lambda c: c["metrics"].update(port=free_port()), "metrics changed"),
+], ids=["cache", "metrics"])
+def test_reload_refuses_what_lives_as_long_as_the_process(running, change, refusal):
+    """The cache file is open and the metrics socket bound: no silent half-reload."""
+    rewrite_config(running, change)
+    running.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: f"{refusal}: restart caliproxy" in running.log())
+    assert 'caliproxy_reloads_total{outcome="invalid"} 1.0' in scrape(running)
+
+
+def test_reload_applies_a_new_log_level(running):
+    rewrite_config(running, lambda c: c["logging"].update(level="warning", format="human"))
+    running.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: 'caliproxy_reloads_total{outcome="ok"} 1.0' in scrape(running))
+    before = len(running.log())
+    login(running).logout()
+    rewrite_config(running, lambda c: c["logging"].update(level="info"))
+    running.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in running.log()[before:])
+    lines = running.log()[before:].splitlines()
+    quiet = lines[:next(i for i, line in enumerate(lines) if "reloaded" in line)]
+    assert not any(" INFO " in line or "DEBUG" in line for line in quiet), quiet  # (warnings only)
+    assert " INFO caliproxy: reloaded" in running.log()[before:]  # human format again
+
+
 def test_a_reload_to_another_upstream_judges_its_mail_afresh(dovecot_factory, proxy_factory):
     """Two upstreams whose INBOXes have the same UIDVALIDITY and UIDs: what the proxy judged of
     the first one's UID 1 must not be taken for the second one's after a reload."""

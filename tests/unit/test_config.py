@@ -79,6 +79,15 @@ def test_all_errors_are_reported_together() -> None:
     assert len(str(info.value).splitlines()) == 3
 
 
+def test_proxy_protocol_is_refused_on_an_smtp_listener() -> None:
+    text = MINIMAL.replace("listeners:\n", "listeners:\n  - {name: sub, protocol: smtp, port: 9587, tls: none,"
+                           " proxy_protocol: true, proxy_protocol_from: [10.0.0.0/8]}\n")
+    text += "  smtp:\n    host: 127.0.0.1\n    port: 587\n"
+    with pytest.raises(ConfigError, match=r"<config>:2: listeners\[0\].proxy_protocol: is supported on imap"):
+        parse_config(text)
+    parse_config(text.replace("proxy_protocol: true", "proxy_protocol: false"))
+
+
 def test_duplicate_listener_address_is_an_error() -> None:
     text = MINIMAL.replace("listeners:\n", "listeners:\n  - {name: other, port: 9993, tls: none}\n")
     with pytest.raises(ConfigError, match="also used by"):

@@ -3,16 +3,21 @@ offers; and the notify helper speaks the sd_notify datagram protocol."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from caliproxy import cli
 from caliproxy.cli import build_parser
+from caliproxy.demo.dovecot import ensure_mail_user
 from caliproxy.net.systemd import notify, watchdog_interval
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "caliproxy.service"
@@ -32,9 +37,12 @@ def test_unit_is_notify_hardened_and_reloadable() -> None:
     assert s["Type"] == ["notify"]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
-                       "PrivateTmp": "yes", "PrivateDevices": "yes", "DynamicUser": "yes"}.items():
+                       "PrivateTmp": "yes", "PrivateDevices": "yes", "User": "caliproxy",
+                       "Group": "caliproxy"}.items():
         assert s[key] == [value], key
-    assert s["StateDirectory"] == ["caliproxy"] and s["ConfigurationDirectory"] == ["caliproxy"]
+    assert s["StateDirectory"] == ["caliproxy"]
+    # (systemd would own a ConfigurationDirectory= by root only, whatever group the files have)
+    assert "ConfigurationDirectory" not in s and "DynamicUser" not in s
 
 
 def test_unit_commands_exist_in_the_cli() -> None:
@@ -97,3 +105,54 @@ def test_write_execute_memory_is_needed_by_tls_verification() -> None:
     if result.returncode == 3:
         pytest.skip("this kernel has no PR_SET_MDWE")
     assert result.returncode == 4, result.stderr
+
+
+def _check_config_as(path: Path, uid: int, gid: int, groups: list[int]) -> int:
+    """``caliproxy check-config PATH``'s exit status, run in a child process with that identity.
+
+    Forked rather than executed: the interpreter itself may live where only root can read it
+    (a pyenv under /root). The parent has run the same check as root first, so the child needs
+    no module it has not imported already."""
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, check, and leave without running pytest's cleanup
+        status = 70
+        try:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            with open(os.devnull, "w") as quiet:
+                sys.stderr = sys.stdout = quiet
+                status = cli.main(["check-config", str(path)])
+        finally:
+            os._exit(status)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a system user and files of root's)")
+def test_the_service_user_reads_the_files_the_install_steps_give_it(server_cert_files) -> None:
+    """The README's permissions, with /etc/caliproxy in a temporary directory: root's files,
+    group caliproxy, 0750 and 0640. The unit's ExecStartPre (check-config, which loads the TLS
+    key) passes as the service's user, and fails as another unprivileged user."""
+    ensure_mail_user("caliproxy")
+    user = pwd.getpwnam("caliproxy")
+    nobody = pwd.getpwnam("nobody")
+    etc = Path(tempfile.mkdtemp(prefix="caliproxy-etc-"))
+    try:
+        etc.chmod(0o755)  # (stands for /etc)
+        conf, key = etc / "caliproxy", etc / "caliproxy" / "tls" / "privkey.pem"
+        (conf / "tls").mkdir(parents=True)
+        shutil.copy(server_cert_files.cert_pem, conf / "tls" / "fullchain.pem")
+        shutil.copy(server_cert_files.key_pem, key)
+        (conf / "caliproxy.yaml").write_text(
+            "listeners:\n  - {name: imaps, port: 9993, tls: implicit}\n"
+            "upstream:\n  imap: {host: 127.0.0.1, port: 993}\n"
+            f"tls:\n  certificate: {conf / 'tls' / 'fullchain.pem'}\n  key: {key}\n")
+        for path, mode in ((conf, 0o750), (conf / "tls", 0o750), (conf / "caliproxy.yaml", 0o640),
+                           (conf / "tls" / "fullchain.pem", 0o640), (key, 0o640)):
+            os.chown(path, 0, user.pw_gid)
+            path.chmod(mode)
+        assert cli.main(["check-config", str(conf / "caliproxy.yaml")]) == 0  # as root
+        assert _check_config_as(conf / "caliproxy.yaml", user.pw_uid, user.pw_gid, [user.pw_gid]) == 0
+        assert _check_config_as(conf / "caliproxy.yaml", nobody.pw_uid, nobody.pw_gid, []) != 0
+    finally:
+        shutil.rmtree(etc)
