@@ -1,4 +1,4 @@
-# caliproxy: the two commands of the README, plus helpers.
+# caliproxy: the two commands of the README, plus development targets (unit, lint, bench).
 PYTHON ?= python3
 PYTEST_ARGS ?=
 

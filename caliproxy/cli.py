@@ -1,4 +1,5 @@
-"""Command line: ``caliproxy run``, ``check-config``, ``demo`` and ``--version``.
+"""Command line: ``caliproxy run``, ``check-config``, ``explain``, ``trust``, ``demo`` and
+``--version``.
 
 Installs Twisted's asyncio reactor (on uvloop by default) before anything imports the global
 reactor, so Twisted and aiosmtpd share one event loop.
@@ -190,7 +191,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caliproxy",
-        description="Privacy mail proxy between mail clients and their IMAP server.",
+        description="Privacy mail proxy between mail clients and their IMAP and submission servers.",
     )
     parser.add_argument("--version", action="version", version=f"caliproxy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start a local demo upstream (Dovecot) seeded with sample mail and the proxy in front"
     )
     demo.add_argument("--dir", default="/tmp/caliproxy-demo", help="working directory (default: %(default)s)")
-    demo.add_argument("--port", type=int, default=9993, help="proxy IMAPS port (STARTTLS port is +1)")
+    demo.add_argument("--port", type=int, default=9993, help="proxy IMAPS port (STARTTLS on +1, the café listener on +2)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,6 +1,6 @@
 """The SMTP submission listener: aiosmtpd on the shared asyncio loop, relaying to the upstream.
 
-IO shell. DESIGN §3 "One event loop": aiosmtpd's ``SMTP`` protocol is served by
+IO shell, on the one event loop of the process: aiosmtpd's ``SMTP`` protocol is served by
 ``loop.create_server`` on the asyncio loop under Twisted's asyncio reactor, from inside a Twisted
 ``Service`` (:class:`SubmissionListener`); aiosmtpd's threaded ``Controller`` is never used.
 
@@ -80,7 +80,7 @@ log = logging.getLogger("caliproxy.smtp")
 
 # aiosmtpd logs each command line at INFO (MAIL FROM and RCPT TO addresses) and each message line
 # at DEBUG, and warns at every connection of an implicit-TLS listener that AUTH is allowed without
-# *its* STARTTLS. DESIGN §2: no credentials or content in logs, whatever the configured level.
+# *its* STARTTLS. No credentials or content go to the logs, whatever the configured level.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 #: How much of the message to read at a time after DATA.
@@ -639,7 +639,7 @@ class _BoundPort:
 
 
 def asyncio_loop(reactor: Any) -> asyncio.AbstractEventLoop:
-    """The asyncio loop under Twisted's asyncio reactor (DESIGN §3: one loop for both)."""
+    """The asyncio loop under Twisted's asyncio reactor (one loop for both)."""
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is None:
         raise RuntimeError("SMTP listeners need Twisted's asyncio reactor (caliproxy.cli.install_reactor)")

@@ -42,8 +42,9 @@ class RedactingFilter(logging.Filter):
     """Rewrites each record's message (and exception text) through :func:`redact`.
 
     Account names are the one identity logs keep (the audit line needs them); they are passed as
-    ``extra={"account": ...}`` or quoted and are not addresses unless the login name is one, in
-    which case the domain part survives as ``[address]``: acceptable for an audit trail.
+    ``extra={"account": ...}`` or quoted, and kept unless the login name is an e-mail address:
+    that one becomes ``[address]`` like every other (the audit line then still has the listener,
+    client address and clearance).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

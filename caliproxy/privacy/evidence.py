@@ -1,7 +1,7 @@
 """Deciding which of a message's claims to believe: the trusted boundary in its ``Received`` chain,
 the ``Authentication-Results`` and spam verdicts written above it, and what was set aside.
 
-The rule (DESIGN §4, RFC 8601 §5): walking down from the newest hop, a ``Received`` field is
+The rule (RFC 8601 §5): walking down from the newest hop, a ``Received`` field is
 believed while it was written by a trusted relay. The newest one must be *by* a trusted relay;
 each next one is believed only if the hop above it received the message *from* a trusted relay
 (by address, or by the reverse-DNS name the trusted relay looked up — never by HELO). The lowest

@@ -2,7 +2,7 @@
 of our name already present.
 
 Format (one unfolded line, ``HEADER_LENGTH`` bytes including CRLF, padded with spaces before the
-CRLF so every message grows by the same number of bytes whatever its verdict — DESIGN §4)::
+CRLF so every message grows by the same number of bytes whatever its verdict)::
 
     X-Caliproxy-Privacy: v=1; level=confidential; pi=72; grade=B; t=80; a=100; p=0; c=60;
         r=TLS12 DMARC+ DKIM+ DKIMA SPF+ NOE2E FROMKV RCPTK;<spaces>CRLF

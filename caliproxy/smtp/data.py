@@ -2,7 +2,7 @@
 
 aiosmtpd reads DATA one line at a time in Python, which costs more than the relay itself for large
 messages (a 25 MB attachment is ~340,000 base64 lines). :class:`DataFramer` works on whatever chunks
-arrive with ``bytes.find`` and ``bytes.replace`` only (DESIGN §4b: no per-line Python work), keeps
+arrive with ``bytes.find`` and ``bytes.replace`` only (no per-line Python work), keeps
 at most ``limit`` bytes, and hands back what followed the terminator (pipelined commands).
 
 RFC 5321 §4.5.2: the data ends with a line holding a single "."; the sender doubled the first "."

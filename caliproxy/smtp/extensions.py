@@ -1,6 +1,6 @@
 """ESMTP extensions: what the upstream offers, and the allow-list of what we offer the client.
 
-We advertise only what is handled end to end (DESIGN §4, like the IMAP capability allow-list):
+We advertise only what is handled end to end (like the IMAP capability allow-list):
 PIPELINING (commands are read one after another and relayed in order), SIZE (the upstream's limit
 minus the privacy header we add), 8BITMIME, SMTPUTF8 and ENHANCEDSTATUSCODES when the upstream has
 them, STARTTLS and AUTH as our own listener decides. Never CHUNKING/BDAT, DSN, VRFY, ETRN or

@@ -1,6 +1,6 @@
 """The relay's rules: what each upstream outcome means for the client, and the events we report.
 
-DESIGN §4: 250 to DATA only after the upstream accepted the message; the upstream's codes relayed
+250 to DATA only after the upstream accepted the message; the upstream's codes relayed
 per recipient; a temporary failure, a timeout or a lost upstream connection becomes a 4xx so the
 client retries; permanent failures are relayed as they are. Nothing acknowledged is ever lost.
 

@@ -125,7 +125,7 @@ def test_real_client_commands_are_forwarded(line: bytes) -> None:
     assert verdict(line) is None
 
 
-# Extensions the proxy does not offer (see DESIGN §2): using one is refused, never forwarded.
+# Extensions the proxy does not offer (README, Security behaviour): using one is refused, never forwarded.
 NOT_OFFERED = [
     # CONDSTORE / QRESYNC (RFC 7162)
     b'a SELECT "INBOX" (CONDSTORE)',

@@ -179,7 +179,7 @@ def test_second_continuation_during_idle_is_fail_closed(logged_in: PlaybookFacto
 
 
 def test_highestmodseq_codes_are_dropped(logged_in: PlaybookFactory) -> None:
-    """Dovecot sends these to sessions that never enabled CONDSTORE (DESIGN §2)."""
+    """Dovecot sends these to sessions that never enabled CONDSTORE."""
     logged_in()([
         b'C: a SELECT "INBOX"',
         b'>S: a SELECT "INBOX"',

@@ -1,6 +1,6 @@
 """The rings stay clean: privacy/, imap/ and smtp/ never import IO, config or metrics libraries.
 
-DESIGN: pure policy inside sans-IO protocol engines inside a thin IO shell. This walks the source
+Three rings (README, Architecture): pure policy inside sans-IO protocol engines inside a thin IO shell. This walks the source
 of each inner ring with ``ast`` so a forbidden import anywhere (even inside a function) fails.
 """
 
