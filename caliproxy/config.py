@@ -2,7 +2,8 @@
 
 Owns the schema of every section and the error messages users see. Unknown keys, wrong types and
 missing required keys are errors naming the file, the line and the dotted path
-(``listeners[1].port``); all errors found are reported together, not just the first.
+(``listeners[1].port``); the errors of every section are reported together (``policy`` and
+``trust``, read by their own modules, give their first error each).
 Imports PyYAML; nothing in the protocol rings imports this module's YAML side.
 """
 
@@ -460,13 +461,16 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     tls = _tls(r, top.get("tls"), base)
     limits = _limits(r, top.get("limits"))
     logging_config = _logging(r, top.get("logging"))
+    errors_before_policy = len(r.errors)
     policy = _policy(r, top.get("policy"))
+    policy_valid = len(r.errors) == errors_before_policy
     cache = _cache(r, top.get("cache"), base)
     header = _header(r, top.get("header"))
-    trust = _trust(r, top.get("trust"), top.get("devices"), policy, listeners)
-    if r.errors:
-        raise ConfigError("\n".join(r.errors))
     metrics = _metrics(r, top.get("metrics"))
+    # Trust rules name the policy's levels: checked against an invalid policy's stand-in
+    # (the default levels), they would report levels that are fine as unknown.
+    trust = (_trust(r, top.get("trust"), top.get("devices"), policy, listeners) if policy_valid
+             else TrustPolicy(policy.levels))
     if r.errors:
         raise ConfigError("\n".join(r.errors))
     return Config(tuple(listeners), upstream, tls, upstream_smtp, limits, logging_config, source,

@@ -129,6 +129,20 @@ def test_example_policy_is_loaded_and_judges_the_samples() -> None:
     assert levels["private"] == "confidential"  # rule private-sensitivity
 
 
+def test_an_invalid_policy_does_not_make_the_trust_rules_levels_unknown() -> None:
+    """Trust rules naming the policy's own levels are not reported when the policy is broken,
+    and errors of other sections (metrics too) come in the same report."""
+    text = MINIMAL + ("policy:\n  levels: [open, closed]\n  default_level: nope\n"
+                      "trust:\n  rules:\n    - {name: all, level: closed}\n"
+                      "metrics:\n  port: 99999\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    report = str(info.value)
+    assert "policy.default_level" in report and "metrics.port" in report
+    assert "trust" not in report, report
+    parse_config(text.replace("default_level: nope", "default_level: open").replace("99999", "9465"))
+
+
 def test_policy_errors_name_their_path_and_line() -> None:
     text = MINIMAL + "policy:\n  default_level: nope\n"
     with pytest.raises(ConfigError, match=r"policy.default_level.*line 11.*unknown level"):
