@@ -26,7 +26,7 @@ from caliproxy.net.smtp_server import SubmissionContext, SubmissionListener
 from caliproxy.net.smtp_tls import server_ssl_context
 from caliproxy.net.smtp_upstream import UpstreamTarget, UpstreamTimeouts
 from caliproxy.observe.metrics import Metrics
-from caliproxy.smtp.relay import LoginChecked, MessageRelayed
+from caliproxy.smtp.relay import ClientConnected, ClientDisconnected, LoginChecked, MessageRelayed
 from caliproxy.smtp.tagging import NoTagging, PrivacyTagger
 from caliproxy.store.cache import ClassificationCache
 from caliproxy.store.classifier import SessionClassifier, VerdictMemory, field_names
@@ -105,6 +105,11 @@ class SubmissionEvents:
             self.counts["login", event.outcome.value, "-"] += 1
             if event.outcome.value != "accepted":
                 self.metrics.auth_failures.labels("smtp").inc()
+        elif isinstance(event, ClientConnected):
+            self.metrics.connections.labels(event.listener).inc()
+            self.metrics.connections_active.labels(event.listener).inc()
+        elif isinstance(event, ClientDisconnected):
+            self.metrics.connections_active.labels(event.listener).dec()
 
 
 class ProxyService(service.MultiService):

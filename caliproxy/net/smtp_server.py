@@ -68,6 +68,8 @@ from caliproxy.smtp.relay import (
     SHUTTING_DOWN,
     UPSTREAM_LOST,
     UPSTREAM_UNAVAILABLE,
+    ClientConnected,
+    ClientDisconnected,
     LoginChecked,
     MessageRelayed,
     Outcome,
@@ -177,6 +179,14 @@ class SubmissionProtocol(SMTP):
         log.info("smtp connection from %s on %s closed", self.peer_address, self.context.name)
         super().connection_lost(error)
         self._on_closed(self)
+
+    def eof_received(self) -> bool:
+        super().eof_received()  # (aiosmtpd cancels its command loop)
+        # The client has closed its side: the dialogue is over, so the connection closes now.
+        # Left open, it would wait for the idle timeout whenever the EOF came before the command
+        # loop's first step (a client gone before the greeting; uvloop can deliver the connection
+        # and its EOF in one pass): a loop cancelled before it started never closes anything.
+        return False
 
     @property
     def peer_address(self) -> str:
@@ -710,12 +720,24 @@ class SubmissionListener(service.Service):
 
     def _new_connection(self, loop: asyncio.AbstractEventLoop) -> SubmissionProtocol:
         handler = SubmissionHandler(self.context, self.reactor, loop, self.observer)
-        return SubmissionProtocol(self.context, handler, loop, self.connections.add, self._closed)
+        return SubmissionProtocol(self.context, handler, loop, self._opened, self._closed)
+
+    def _opened(self, protocol: SubmissionProtocol) -> None:
+        self.connections.add(protocol)
+        self._report(ClientConnected(self.context.name))
 
     def _closed(self, protocol: SubmissionProtocol) -> None:
+        if protocol in self.connections:
+            self._report(ClientDisconnected(self.context.name))
         self.connections.discard(protocol)
         if not self.connections and self._drained is not None and not self._drained.called:
             self._drained.callback(None)
+
+    def _report(self, event: object) -> None:
+        try:
+            self.observer(event)
+        except Exception:  # an observer never breaks the listener
+            log.exception("smtp event observer failed")
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

@@ -70,6 +70,20 @@ class MessageRelayed:
 
 
 @dataclass(frozen=True)
+class ClientConnected:
+    """Hook event: a client's connection was accepted (for implicit TLS: its handshake done)."""
+
+    listener: str
+
+
+@dataclass(frozen=True)
+class ClientDisconnected:
+    """Hook event: a client's connection ended."""
+
+    listener: str
+
+
+@dataclass(frozen=True)
 class LoginChecked:
     """Hook event: a client's AUTH was checked against the upstream."""
 

@@ -19,12 +19,12 @@ from dataclasses import replace
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 
 from caliproxy.demo.dovecot import free_port
 from caliproxy.net.smtp_server import SubmissionContext, SubmissionListener
 from caliproxy.net.smtp_upstream import UpstreamTarget, UpstreamTimeouts
-from caliproxy.smtp.relay import MessageRelayed, Outcome
+from caliproxy.smtp.relay import ClientConnected, ClientDisconnected, MessageRelayed, Outcome
 from caliproxy.smtp.tagging import NO_TAGGING
 from tests.smtp.fault_upstream import Fault, FaultUpstream
 
@@ -272,3 +272,35 @@ def test_client_connections_send_small_replies_at_once():
             yield threads.deferToThread(client.quit)
         finally:
             yield listener.stopService()
+
+
+def _gone_without_a_word(port: int) -> None:
+    """Three clients that leave: before the greeting, after a half-close, and after EHLO."""
+    quick = socket.create_connection(("127.0.0.1", port), timeout=5)
+    quick.close()
+    half = socket.create_connection(("127.0.0.1", port), timeout=5)
+    half.shutdown(socket.SHUT_WR)
+    talker = socket.create_connection(("127.0.0.1", port), timeout=5)
+    talker.sendall(b"EHLO client.test\r\n")
+    talker.close()
+    time.sleep(0.5)
+    half.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_closes_its_side_is_let_go_at_once():
+    """An EOF ends the connection, even one that comes before the greeting (on uvloop the
+    connection and its EOF can arrive in one pass, before aiosmtpd's command loop has started):
+    not 300 s later at the idle timeout."""
+    with FaultUpstream() as upstream:
+        listener, events, port = start_listener(upstream.port)
+        try:
+            yield threads.deferToThread(_gone_without_a_word, port)
+            deadline = time.monotonic() + 5
+            while listener.connections and time.monotonic() < deadline:
+                yield task.deferLater(reactor, 0.05, lambda: None)
+            assert not listener.connections
+        finally:
+            yield listener.stopService()
+    assert Counter(type(e) for e in events if isinstance(e, ClientConnected | ClientDisconnected)) == \
+        {ClientConnected: 3, ClientDisconnected: 3}

@@ -468,3 +468,38 @@ def test_a_reload_gives_new_submissions_the_new_policy(postfix, proxy_factory, m
             proxy.process.send_signal(signal.SIGHUP)
             wait_for(lambda: "reloaded" in proxy.log())
     assert levels[0] != "secret" and levels[1] == "secret"
+
+
+def test_metrics_count_submissions_logins_and_connections(postfix, proxy_factory, mailbox_reader):
+    """The Prometheus endpoint counts the SMTP side too, with no address or account in a label."""
+    import urllib.request
+
+    from tests.ops.test_operations import wait_for
+
+    metrics_port = free_port()
+    proxy = proxy_factory(postfix.dovecot, smtp_upstream=postfix, listeners=[
+        {"name": "submission", "protocol": "smtp", "port": free_port(), "tls": "starttls"}],
+        extra_config={"metrics": {"address": "127.0.0.1", "port": metrics_port}})
+
+    def scrape() -> str:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        return urllib.request.urlopen(url, timeout=5).read().decode()
+
+    client = submit(proxy.ports["submission"], proxy.ca_pem)
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login("alice", "wrong")
+    # (the fixture's readiness probe was a connection too: counted, and gone at once)
+    wait_for(lambda: 'caliproxy_connections_active{listener="submission"} 1.0' in scrape())
+    client.login("alice", "alicepw")
+    message_id, raw = new_message(subject="counted", to="bob@example.test")
+    client.sendmail("alice@example.test", ["bob@example.test"], raw)
+    client.quit()
+    level = assert_delivered_as_sent(mailbox_reader("bob", message_id), raw)
+    wait_for(lambda: 'caliproxy_connections_active{listener="submission"} 0.0' in scrape())
+    text = scrape()
+    for line in ('caliproxy_connections_total{listener="submission"} 2.0',  # (probe, client)
+                 'caliproxy_auth_failures_total{protocol="smtp"} 2.0',  # (smtplib tries PLAIN, LOGIN)
+                 f'caliproxy_smtp_messages_total{{level="{level}",outcome="accepted"}} 1.0',
+                 "caliproxy_smtp_upstream_seconds_count 1.0"):
+        assert line in text, line
+    assert "alice" not in text and "example.test" not in text
