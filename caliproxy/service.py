@@ -195,8 +195,10 @@ class ProxyService(service.MultiService):
             idle_timeout=self.config.limits.idle_timeout,
             trust=self.config.trust,
             tagging=listener.tagging,
-            classifier_for=lambda account, level, tagging=listener.tagging: self._classifier(
-                account, level, tagging),
+            # The verdicts of this context's policy and upstream, bound now: a connection made
+            # before a reload logs in (and is classified) against the upstream it was made to.
+            classifier_for=lambda account, level, tagging=listener.tagging, verdicts=self.verdicts:
+                self._classifier(verdicts, account, level, tagging),
         )
 
     def _add_listener(self, listener: ListenerConfig, upstream: UpstreamEndpoint,
@@ -265,8 +267,10 @@ class ProxyService(service.MultiService):
         for level in levels:
             self.metrics.messages_tagged.labels(level).inc()
 
-    def _classifier(self, account: str, level: str | None, tagging: bool) -> SessionClassifier | None:
-        verdicts = self.verdicts  # the policy at the time of login, frozen for the session
+    @staticmethod
+    def _classifier(verdicts: VerdictMemory, account: str, level: str | None,
+                    tagging: bool) -> SessionClassifier | None:
+        # (the policy of the connection's context, frozen for the session)
         top = level is None or level == verdicts.policy.levels.highest
         if top and not tagging:
             return None  # nothing to tag and nothing to hide: a plain relay
@@ -297,6 +301,7 @@ class ProxyService(service.MultiService):
             raise ConfigError("metrics changed: restart caliproxy to apply that")
         server_options = self._server_options(config)
         endpoint = self._imap_upstream(config)
+        judged_anew = config.policy != self.config.policy or config.trust != self.config.trust
         if config.policy != self.config.policy or _upstream_id(config) != _upstream_id(self.config):
             # Another upstream is other mailboxes: its UIDs and UIDVALIDITY may equal the old
             # one's, so verdicts are keyed by the upstream too and must not carry over.
@@ -318,11 +323,17 @@ class ProxyService(service.MultiService):
                 # New submissions get the new policy, upstream and timeouts; those in progress
                 # finish with what they started with.
                 submission.context = self._submission_context(listener, smtp_upstream)
-        ended = 0
+        ended = waiting = 0
         for protocol in list(self.connections.open):
             if protocol.rejudge(config.trust):
                 ended += 1
-        return f"reloaded {config.source}; {ended} session(s) ended because their clearance was lowered"
+            elif judged_anew and not protocol.session.authenticated:
+                # Not logged in yet: it would be judged at login by the rules and policy of the
+                # context it connected under, the old ones. It reconnects under the new.
+                protocol.apply(protocol.session.shutdown("configuration reloaded; reconnect"))
+                waiting += 1
+        return (f"reloaded {config.source}; {ended} session(s) ended because their clearance was "
+                f"lowered, {waiting} not yet logged in ended to be judged by the new rules")
 
     def stopService(self) -> Any:
         """Stop accepting, say BYE to every IMAP session, let submissions finish, close the cache."""

@@ -80,13 +80,14 @@ def free_port(host: str = LOOPBACK) -> int:
     The socket is closed before the port is used, so two calls in a row can get the same port
     from the kernel (about one pair in 14,000 on Linux); two listeners of one configuration
     would then collide. Remembering what was handed out rules that out within the process."""
-    while True:
+    for _attempt in range(1000):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
+    raise OSError("no free port left that this process was not given before")
 
 
 def ensure_mail_user(name: str = MAIL_USER) -> tuple[int, int]:

@@ -93,7 +93,10 @@ def apply_logging(level: str, fmt: str = "human") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    old_handlers = list(root.handlers)
+    # The new handler first: a record logged in between must never find no handler (logging's
+    # last resort would write it unredacted).
     root.addHandler(handler)
+    for old in old_handlers:
+        root.removeHandler(old)
     root.setLevel(getattr(logging, level.upper()))

@@ -160,12 +160,15 @@ def test_a_reload_to_another_upstream_judges_its_mail_afresh(dovecot_factory, pr
         assert status.split() == ["INBOX", "messages=1", "uidvalidity=4242"], status
     proxy = proxy_factory(first, extra_config={
         "policy": SECRET_POLICY, "trust": {"rules": [{"name": "everyone", "level": "internal"}]}})
-    client = login(proxy)
-    assert client.select("INBOX")[1] == [b"1"]
-    client.logout()
+    # connected before the reload, logged in after it: its session is the first upstream's
+    context = ssl.create_default_context(cafile=str(proxy.ca_pem))
+    early = imaplib.IMAP4_SSL("localhost", proxy.ports["imaps"], ssl_context=context, timeout=20)
     rewrite_config(proxy, lambda c: c["upstream"]["imap"].update(port=second.imaps_port))
     proxy.process.send_signal(signal.SIGHUP)
     wait_for(lambda: "reloaded" in proxy.log())
+    early.login("alice", "alicepw")
+    assert early.select("INBOX")[1] == [b"1"]  # the first upstream's hello, judged as its own
+    early.logout()
     client = login(proxy)
     assert client.select("INBOX")[1] == [b"0"]  # the secret one is hidden, not shown as hello
     assert client.uid("FETCH", "1:*", "(BODY.PEEK[])")[1] in ([None], [])
@@ -190,6 +193,20 @@ def test_reload_lowering_clearance_ends_affected_sessions_only(running):
     # reconnecting: judged by the new rules, the secret message no longer exists
     again = login(running)
     assert again.select("INBOX")[1] == [b"1"]
+    again.logout()
+
+
+def test_reload_ends_connections_not_yet_logged_in_when_the_rules_change(running):
+    """A connection made before the reload would be judged at login by the rules it connected
+    under: it is ended, and the reconnecting client is judged by the new ones."""
+    context = ssl.create_default_context(cafile=str(running.ca_pem))
+    early = imaplib.IMAP4_SSL("localhost", running.ports["imaps"], ssl_context=context, timeout=20)
+    rewrite_config(running, lambda c: c.update(trust={"rules": [{"name": "all", "level": "internal"}]}))
+    running.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "1 not yet logged in ended" in running.log())
+    assert early.readline() == b"* BYE configuration reloaded; reconnect\r\n"
+    again = login(running)
+    assert again.select("INBOX")[1] == [b"1"]  # internal now: the secret message is hidden
     again.logout()
 
 
