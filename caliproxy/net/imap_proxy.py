@@ -403,7 +403,9 @@ class ClientProtocol(Protocol):
                 or self.reactor.seconds() < self._side_paused_until):
             self.answered(query, failed_answer(query))
             return
-        if self.side is None:
+        if self.side is None or self.side.engine.closed:
+            # (a closed link is one whose end was reported before it was even stored here: a
+            # connection attempt that failed at once)
             self.side = SideLink(self, credentials, classifier)
         self.side.ask(query)
 
