@@ -8,6 +8,7 @@ Dovecot. The proxy runs from the generated ``caliproxy.yaml`` exactly as ``calip
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,10 @@ def run_demo(directory: Path, *, imap_port: int = 9993) -> int:
         print(_instructions(config, certs.ca_cert, imap_port), flush=True)
         proxy = subprocess.Popen([sys.executable, "-m", "caliproxy", "run", "-c", str(config)],
                                  env=dict(os.environ))
+        # SIGTERM (kill, a service manager, a closed terminal's SIGHUP) stops it like Ctrl-C:
+        # through the finally below, so that neither Dovecot nor the proxy is left running.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupt)
         try:
             return proxy.wait()
         except KeyboardInterrupt:
@@ -129,3 +134,7 @@ def run_demo(directory: Path, *, imap_port: int = 9993) -> int:
             return 0
     finally:
         dovecot.cleanup()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
