@@ -44,10 +44,12 @@ def server_options(certificate: Path, key: Path) -> ssl.CertificateOptions:
         raise ConfigError(f"{key}: cannot read key: {exc.strerror}") from None
     except crypto.Error as exc:
         raise ConfigError(f"{key}: invalid private key: {exc}") from None
+    # pyca/cryptography objects: pyOpenSSL deprecated taking its own X509 and PKey here (24.3)
+    # on its way to removing them; Twisted hands these straight to the context.
     options = ssl.CertificateOptions(
-        privateKey=private_key,
-        certificate=chain[0],
-        extraCertChain=chain[1:],
+        privateKey=private_key.to_cryptography_key(),
+        certificate=chain[0].to_cryptography(),
+        extraCertChain=[extra.to_cryptography() for extra in chain[1:]],
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
     try:
