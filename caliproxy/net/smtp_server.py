@@ -94,6 +94,14 @@ _MAIL_LINE_LIMIT = 512 + 26 + 14 + 10
 Observer = Callable[[object], None]
 
 
+def report(observer: Observer, event: object) -> None:
+    """Hand ``event`` to ``observer``, which never breaks a relay or a listener by failing."""
+    try:
+        observer(event)
+    except Exception:
+        log.exception("smtp event observer failed")
+
+
 @dataclass(frozen=True)
 class SubmissionContext:
     """Everything a connection on one SMTP listener needs."""
@@ -631,10 +639,7 @@ class SubmissionHandler:
         return self.server.peer_address if self.server is not None else "?"
 
     def _report(self, event: object) -> None:
-        try:
-            self.observer(event)
-        except Exception:  # an observer never breaks the relay
-            log.exception("smtp event observer failed")
+        report(self.observer, event)
 
 
 class _BoundPort:
@@ -734,10 +739,7 @@ class SubmissionListener(service.Service):
             self._drained.callback(None)
 
     def _report(self, event: object) -> None:
-        try:
-            self.observer(event)
-        except Exception:  # an observer never breaks the listener
-            log.exception("smtp event observer failed")
+        report(self.observer, event)
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

@@ -106,7 +106,10 @@ def test_an_expunge_while_the_side_connection_works_leaves_the_view() -> None:
     ])
 
 
-# what a session that hides nothing answers the SELECT of SELECT_SCRIPT
+# a session that hides nothing asks the side connection right after the UID SEARCH ALL...
+NOT_HIDING_UNTIL_ASKED = [*SELECT_SCRIPT[:SELECT_SCRIPT.index(b"S: cp.1 OK Search completed.") + 1],
+                          b"! ClassifyMessages INBOX 1:4"]
+# ...and answers the SELECT of SELECT_SCRIPT so
 NOT_HIDING_ANSWER = [
     b">C: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
     b">C: * 4 EXISTS",
@@ -120,8 +123,7 @@ NOT_HIDING_ANSWER = [
 
 def test_a_session_that_hides_nothing_has_its_headers_judged_elsewhere_too() -> None:
     play = session_play(hides=False)
-    play(SELECT_SCRIPT[:SELECT_SCRIPT.index(b"S: cp.1 OK Search completed.") + 1] + [
-        b"! ClassifyMessages INBOX 1:4",
+    play(NOT_HIDING_UNTIL_ASKED + [
         b"~ side_judged 1=hello 2=SECRET-pay 3=lunch 4=SECRET-plans",
         *NOT_HIDING_ANSWER,
     ])
@@ -147,8 +149,7 @@ def test_what_the_side_connection_judged_before_it_failed_is_not_read_again() ->
 
 def test_a_session_that_hides_nothing_reads_here_what_the_side_connection_could_not() -> None:
     play = session_play(hides=False)
-    play(SELECT_SCRIPT[:SELECT_SCRIPT.index(b"S: cp.1 OK Search completed.") + 1] + [
-        b"! ClassifyMessages INBOX 1:4",
+    play(NOT_HIDING_UNTIL_ASKED + [
         b"~ side_failed",
         b">S: cp.2 UID FETCH 1:4 (BODY.PEEK[HEADER])",
         header_fetch(1, 1, "hello"),
